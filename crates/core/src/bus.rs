@@ -1,0 +1,272 @@
+//! Assembling and running a bus: router, backbone and apps, with a staged shutdown.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::SignedDuration;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::BusConfig;
+use crate::plugin::{App, Backbone, BackboneIo, Inbound, PluginError, Shutdown};
+use crate::queue::{SubscriberId, SubscriberOptions, SubscriberReceiver};
+use crate::router::{Command, Router};
+use crate::stats::Stats;
+use crate::{BusError, Message};
+
+/// What apps use to talk to the core. Cheap to clone. The `blocking_*` variants are for
+/// plugin threads outside the async runtime (e.g. ZeroMQ socket threads); they must not be
+/// called from async code.
+#[derive(Clone)]
+pub struct BusHandle {
+    pub(crate) router: mpsc::Sender<Command>,
+    outbound: mpsc::Sender<Message>,
+    stats: Arc<Stats>,
+}
+
+impl BusHandle {
+    /// Publishes a message to the bus (through the backbone to every instance). Waits while the
+    /// bus is at capacity.
+    pub async fn publish(&self, message: Message) -> Result<(), BusError> {
+        Stats::bump(&self.stats.published[message.body().topic_index()]);
+        self.outbound.send(message).await.map_err(|_| BusError::Stopped)
+    }
+
+    /// [`BusHandle::publish`] for threads outside the runtime.
+    pub fn blocking_publish(&self, message: Message) -> Result<(), BusError> {
+        Stats::bump(&self.stats.published[message.body().topic_index()]);
+        self.outbound.blocking_send(message).map_err(|_| BusError::Stopped)
+    }
+
+    /// Creates a subscriber with an empty topic set and returns its queue.
+    pub async fn add_subscriber(&self, options: SubscriberOptions) -> Result<SubscriberReceiver, BusError> {
+        self.request(|reply| Command::AddSubscriber { options, reply }).await
+    }
+
+    /// [`BusHandle::add_subscriber`] for threads outside the runtime.
+    pub fn blocking_add_subscriber(&self, options: SubscriberOptions) -> Result<SubscriberReceiver, BusError> {
+        self.blocking_request(|reply| Command::AddSubscriber { options, reply })
+    }
+
+    /// Subscribes `id` to every topic in `topics` (prefix match). With a non-zero `snapshot`,
+    /// asks every app that answers snapshots for data of that age for the message types the
+    /// topics name; the answers reach only this subscriber. Returns the snapshot id if a
+    /// snapshot was requested.
+    pub async fn subscribe(
+        &self,
+        id: SubscriberId,
+        topics: Vec<String>,
+        snapshot: Option<SignedDuration>,
+    ) -> Result<Option<String>, BusError> {
+        self.request(|reply| Command::Subscribe { id, topics, snapshot, reply }).await?
+    }
+
+    /// [`BusHandle::subscribe`] for threads outside the runtime.
+    pub fn blocking_subscribe(
+        &self,
+        id: SubscriberId,
+        topics: Vec<String>,
+        snapshot: Option<SignedDuration>,
+    ) -> Result<Option<String>, BusError> {
+        self.blocking_request(|reply| Command::Subscribe { id, topics, snapshot, reply })?
+    }
+
+    /// Removes `topics` from the subscriber's topic set.
+    pub async fn unsubscribe(&self, id: SubscriberId, topics: Vec<String>) -> Result<(), BusError> {
+        self.request(|reply| Command::Unsubscribe { id, topics, reply }).await?
+    }
+
+    /// [`BusHandle::unsubscribe`] for threads outside the runtime.
+    pub fn blocking_unsubscribe(&self, id: SubscriberId, topics: Vec<String>) -> Result<(), BusError> {
+        self.blocking_request(|reply| Command::Unsubscribe { id, topics, reply })?
+    }
+
+    /// Removes the subscriber with all its topics and pending snapshots; its queue closes.
+    pub async fn remove_subscriber(&self, id: SubscriberId) -> Result<(), BusError> {
+        self.request(|reply| Command::RemoveSubscriber { id, reply }).await?
+    }
+
+    /// [`BusHandle::remove_subscriber`] for threads outside the runtime.
+    pub fn blocking_remove_subscriber(&self, id: SubscriberId) -> Result<(), BusError> {
+        self.blocking_request(|reply| Command::RemoveSubscriber { id, reply })?
+    }
+
+    /// The bus-wide counters.
+    pub fn stats(&self) -> &Arc<Stats> {
+        &self.stats
+    }
+
+    async fn request<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, BusError> {
+        let (reply, answer) = oneshot::channel();
+        self.router.send(make(reply)).await.map_err(|_| BusError::Stopped)?;
+        answer.await.map_err(|_| BusError::Stopped)
+    }
+
+    fn blocking_request<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, BusError> {
+        let (reply, answer) = oneshot::channel();
+        self.router.blocking_send(make(reply)).map_err(|_| BusError::Stopped)?;
+        answer.blocking_recv().map_err(|_| BusError::Stopped)
+    }
+
+    /// Messages waiting anywhere in the core: towards the backbone, at the router, in
+    /// subscriber queues.
+    async fn in_flight(&self) -> usize {
+        let channel = |capacity: usize, max: usize| max - capacity;
+        let queued = self
+            .request(|reply| Command::QueuedMessages { reply })
+            .await
+            .unwrap_or(0);
+        channel(self.outbound.capacity(), self.outbound.max_capacity())
+            + channel(self.router.capacity(), self.router.max_capacity())
+            + queued
+    }
+}
+
+/// A configured bus, ready to run.
+pub struct Bus {
+    config: BusConfig,
+    backbone: Box<dyn Backbone>,
+    apps: Vec<Box<dyn App>>,
+    stats: Arc<Stats>,
+}
+
+/// Which plugin a task runs, for error messages.
+struct TaskName {
+    kind: &'static str,
+    name: &'static str,
+}
+
+impl Bus {
+    pub fn new(config: BusConfig, backbone: Box<dyn Backbone>, apps: Vec<Box<dyn App>>) -> Self {
+        Self {
+            config,
+            backbone,
+            apps,
+            stats: Arc::default(),
+        }
+    }
+
+    /// The bus-wide counters.
+    pub fn stats(&self) -> Arc<Stats> {
+        self.stats.clone()
+    }
+
+    /// Runs until `shutdown` fires (then drains and stops gracefully) or a plugin fails (then
+    /// stops everything and returns the failure).
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), BusError> {
+        let capacity = self.config.queue_capacity;
+        let (router_tx, router_rx) = mpsc::channel(capacity);
+        let (outbound_tx, outbound_rx) = mpsc::channel(capacity);
+        let handle = BusHandle {
+            router: router_tx.clone(),
+            outbound: outbound_tx.clone(),
+            stats: self.stats.clone(),
+        };
+        let stop_router = CancellationToken::new();
+        let router = Router::new(self.config.clone(), self.stats.clone(), outbound_tx);
+        let router_task = tokio::spawn(router.run(router_rx, stop_router.clone()));
+
+        let phases = Shutdown {
+            stop_input: CancellationToken::new(),
+            stop: CancellationToken::new(),
+        };
+        let mut tasks: JoinSet<(TaskName, Result<(), PluginError>)> = JoinSet::new();
+        let backbone_name = self.backbone.name();
+        let io = BackboneIo {
+            outbound: outbound_rx,
+            inbound: Inbound { router: router_tx },
+            stop: phases.stop.clone(),
+        };
+        let backbone_run = self.backbone.run(io);
+        tasks.spawn(async move {
+            let name = TaskName {
+                kind: "backbone",
+                name: backbone_name,
+            };
+            (name, backbone_run.await)
+        });
+        tracing::info!(backbone = backbone_name, "backbone started");
+        for app in self.apps {
+            let name = app.name();
+            let run = app.run(handle.clone(), phases.clone());
+            tasks.spawn(async move { (TaskName { kind: "app", name }, run.await) });
+            tracing::info!(app = name, "app started");
+        }
+
+        let mut failure = None;
+        tokio::select! {
+            _ = shutdown.cancelled() => tracing::info!("shutting down: draining queues"),
+            Some(joined) = tasks.join_next() => {
+                failure = Some(task_failure(joined));
+            }
+        }
+        let deadline = Instant::now() + self.config.shutdown_timeout;
+        phases.stop_input.cancel();
+        if failure.is_none() {
+            drain(&handle, deadline).await;
+        }
+        phases.stop.cancel();
+        while let Ok(Some(joined)) = tokio::time::timeout_at(deadline, tasks.join_next()).await {
+            if let err @ Some(_) = finished(joined) {
+                failure = failure.or(err);
+            }
+        }
+        if !tasks.is_empty() {
+            tracing::warn!(remaining = tasks.len(), "shutdown deadline passed: aborting plugins");
+            tasks.abort_all();
+        }
+        stop_router.cancel();
+        let _ = router_task.await;
+        tracing::info!("{}", self.stats.summary());
+        match failure {
+            Some(err) => Err(err),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Waits until nothing is in flight in the core, or the deadline.
+async fn drain(handle: &BusHandle, deadline: Instant) {
+    loop {
+        let in_flight = handle.in_flight().await;
+        if in_flight == 0 {
+            return;
+        }
+        if Instant::now() >= deadline {
+            tracing::warn!(in_flight, "shutdown deadline passed with messages still queued");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A plugin task ended before shutdown: always a failure, since plugins run until told to stop.
+fn task_failure(joined: Result<(TaskName, Result<(), PluginError>), tokio::task::JoinError>) -> BusError {
+    finished(joined).unwrap_or_else(|| BusError::PluginFailed {
+        kind: "plugin",
+        name: "unknown".into(),
+        reason: "stopped unexpectedly".into(),
+    })
+}
+
+/// Logs how a plugin task ended; `Some` if it failed.
+fn finished(joined: Result<(TaskName, Result<(), PluginError>), tokio::task::JoinError>) -> Option<BusError> {
+    match joined {
+        Ok((name, Ok(()))) => {
+            tracing::debug!(kind = name.kind, name = name.name, "stopped");
+            None
+        }
+        Ok((name, Err(err))) => Some(BusError::PluginFailed {
+            kind: name.kind,
+            name: name.name.to_owned(),
+            reason: err.to_string(),
+        }),
+        Err(err) => Some(BusError::PluginFailed {
+            kind: "plugin",
+            name: "unknown".into(),
+            reason: format!("task panicked or was cancelled: {err}"),
+        }),
+    }
+}

@@ -1,0 +1,193 @@
+//! Core settings (the `bus` section) and helpers every plugin uses to read its config section.
+//!
+//! Plugins receive their section as a `serde_json::Value` (the YAML file merged with
+//! `THREATBUS_` environment overrides) and turn it into a typed struct with [`parse_section`],
+//! which names the full key path and the offending value in every error.
+
+use std::time::Duration;
+
+use serde::de::{self, DeserializeOwned, Deserializer};
+use serde::Deserialize;
+use serde_json::Value;
+use thiserror::Error;
+
+/// A configuration error: the dotted key and what is wrong with its value.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[error("{key}: {message}")]
+pub struct ConfigError {
+    /// Dotted path, e.g. `plugins.apps.zmq.manage`.
+    pub key: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Deserialises the section at `path` (e.g. `plugins.apps.zmq`) into `T`. A missing section
+/// (`zmq:` with no value) is read as an empty map so that defaults apply.
+pub fn parse_section<T: DeserializeOwned>(path: &str, value: &Value) -> Result<T, ConfigError> {
+    let value = match value {
+        Value::Null => Value::Object(Default::default()),
+        other => other.clone(),
+    };
+    serde_path_to_error::deserialize(value).map_err(|err| {
+        let inner = err.path().to_string();
+        let key = if inner == "." || inner.is_empty() {
+            path.to_owned()
+        } else {
+            format!("{path}.{inner}")
+        };
+        ConfigError::new(key, err.into_inner().to_string())
+    })
+}
+
+/// What the router does when a subscriber's queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenFull {
+    /// Drop the new message for that subscriber only; count and log the drop. A stalled
+    /// subscriber never slows the others down. The default.
+    #[default]
+    DropNewest,
+    /// Wait until the subscriber has room. Nothing is dropped, but one stalled subscriber
+    /// holds up delivery to every other subscriber and, in turn, the publishers.
+    Block,
+}
+
+/// The `bus` section: settings of the core itself. Not present upstream; every key has a
+/// default, so upstream configs need no change.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BusConfig {
+    /// Capacity (messages) of each subscriber's queue, of the router's input and of the queue
+    /// towards the backbone.
+    #[serde(deserialize_with = "positive_usize")]
+    pub queue_capacity: usize,
+    /// Policy when a subscriber's queue is full: `drop_newest` or `block`.
+    pub when_full: WhenFull,
+    /// Seconds after which an unanswered snapshot id is forgotten; later envelopes for it are
+    /// dropped.
+    #[serde(deserialize_with = "positive_seconds")]
+    pub snapshot_expiry: Duration,
+    /// Seconds that a graceful shutdown may take to drain the queues before the bus exits
+    /// anyway.
+    #[serde(deserialize_with = "positive_seconds")]
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for BusConfig {
+    fn default() -> Self {
+        Self {
+            queue_capacity: 10_000,
+            when_full: WhenFull::DropNewest,
+            snapshot_expiry: Duration::from_secs(3600),
+            shutdown_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A number given as a JSON number or as a numeric string (as environment overrides and quoted
+/// YAML values may produce).
+fn lenient_u64<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+    match Value::deserialize(deserializer)? {
+        Value::Number(n) => n
+            .as_u64()
+            .ok_or_else(|| de::Error::custom(format!("expected a non-negative integer, got {n}"))),
+        Value::String(s) => s
+            .trim()
+            .parse()
+            .map_err(|_| de::Error::custom(format!("expected a non-negative integer, got {s:?}"))),
+        other => Err(de::Error::custom(format!(
+            "expected a non-negative integer, got {other}"
+        ))),
+    }
+}
+
+fn positive_usize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<usize, D::Error> {
+    match lenient_u64(deserializer)? {
+        0 => Err(de::Error::custom("must be at least 1, got 0")),
+        n => usize::try_from(n).map_err(de::Error::custom),
+    }
+}
+
+fn positive_seconds<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    match lenient_u64(deserializer)? {
+        0 => Err(de::Error::custom("must be at least 1 second, got 0")),
+        n => Ok(Duration::from_secs(n)),
+    }
+}
+
+/// Deserialises a TCP port: an integer or numeric string from 0 to 65535 (0 lets the operating
+/// system choose).
+pub fn port<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u16, D::Error> {
+    let value = Value::deserialize(deserializer)?;
+    let parsed = match &value {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => s.trim().parse::<u64>().ok(),
+        _ => None,
+    };
+    parsed
+        .and_then(|n| u16::try_from(n).ok())
+        .ok_or_else(|| de::Error::custom(format!("expected a port number (0-65535), got {value}")))
+}
+
+/// Deserialises a string, also accepting numbers and booleans (an environment override such as
+/// `THREATBUS_..._PASSWORD=1234` arrives as a number).
+pub fn lenient_string<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    match Value::deserialize(deserializer)? {
+        Value::String(s) => Ok(s),
+        Value::Number(n) => Ok(n.to_string()),
+        Value::Bool(b) => Ok(b.to_string()),
+        other => Err(de::Error::custom(format!("expected a string, got {other}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn bus_defaults_apply_to_a_missing_section() {
+        let config: BusConfig = parse_section("bus", &Value::Null).unwrap();
+        assert_eq!(config.queue_capacity, 10_000);
+        assert_eq!(config.when_full, WhenFull::DropNewest);
+    }
+
+    #[test]
+    fn bus_values_are_validated_with_key_and_value() {
+        let err = parse_section::<BusConfig>("bus", &json!({"queue_capacity": 0})).unwrap_err();
+        assert_eq!(err.key, "bus.queue_capacity");
+        assert!(err.message.contains("0"), "{err}");
+        let err = parse_section::<BusConfig>("bus", &json!({"when_full": "explode"})).unwrap_err();
+        assert_eq!(err.key, "bus.when_full");
+        assert!(err.message.contains("explode"), "{err}");
+        let err = parse_section::<BusConfig>("bus", &json!({"queue_size": 5})).unwrap_err();
+        assert!(err.to_string().contains("queue_size"), "{err}");
+        let ok: BusConfig = parse_section("bus", &json!({"queue_capacity": "5", "when_full": "block"})).unwrap();
+        assert_eq!((ok.queue_capacity, ok.when_full), (5, WhenFull::Block));
+    }
+
+    #[derive(Debug, Deserialize)]
+    struct Ports {
+        #[serde(deserialize_with = "port")]
+        p: u16,
+    }
+
+    #[test]
+    fn ports_accept_numbers_and_numeric_strings_only() {
+        assert_eq!(parse_section::<Ports>("x", &json!({"p": 13370})).unwrap().p, 13370);
+        assert_eq!(parse_section::<Ports>("x", &json!({"p": "13370"})).unwrap().p, 13370);
+        for bad in [json!("abc"), json!(70000), json!(-1), json!(1.5), json!(null)] {
+            let err = parse_section::<Ports>("x", &json!({ "p": bad })).unwrap_err();
+            assert_eq!(err.key, "x.p");
+            assert!(err.message.contains(&bad.to_string()), "{err}");
+        }
+    }
+}

@@ -1,0 +1,167 @@
+//! Subscriber queues: one bounded queue per subscriber, filled by the router, drained by the app.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+use crate::Message;
+use crate::config::WhenFull;
+
+/// Identifies a subscriber for the lifetime of the bus.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SubscriberId(pub u64);
+
+impl fmt::Display for SubscriberId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#{}", self.0)
+    }
+}
+
+/// How a subscriber wants to be treated.
+#[derive(Debug, Clone, Default)]
+pub struct SubscriberOptions {
+    /// A name for the logs, e.g. the ZeroMQ p2p topic or the Zeek peer address.
+    pub label: String,
+    /// Also receive every snapshot request issued anywhere on the bus, except the subscriber's
+    /// own, whatever its topics (upstream's snapshot hook: the subscriber may answer with
+    /// envelopes). A subscriber with no topics and this flag set is how an app that answers
+    /// snapshots (e.g. MISP) listens for requests.
+    pub snapshot_requests: bool,
+}
+
+/// The receiving end of a subscriber's queue. Dropping it makes later deliveries fail, which
+/// the router counts as drops.
+#[derive(Debug)]
+pub struct SubscriberReceiver {
+    pub id: SubscriberId,
+    pub(crate) rx: mpsc::Receiver<Message>,
+}
+
+impl SubscriberReceiver {
+    /// The next message, or `None` once the subscriber has been removed and its queue drained.
+    pub async fn recv(&mut self) -> Option<Message> {
+        self.rx.recv().await
+    }
+
+    /// Receives up to `limit` messages into `buffer`, waiting only for the first. Returns how
+    /// many were received; 0 means the queue is closed and empty.
+    pub async fn recv_many(&mut self, buffer: &mut Vec<Message>, limit: usize) -> usize {
+        self.rx.recv_many(buffer, limit).await
+    }
+
+    /// A message if one is ready now.
+    pub fn try_recv(&mut self) -> Option<Message> {
+        self.rx.try_recv().ok()
+    }
+
+    /// Messages waiting in the queue.
+    pub fn len(&self) -> usize {
+        self.rx.len()
+    }
+
+    /// Whether no message is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.rx.is_empty()
+    }
+}
+
+/// Outcome of offering a message to a subscriber.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Offer {
+    Delivered,
+    DroppedFull,
+    Gone,
+}
+
+/// The router's end of a subscriber queue, with its counters.
+pub(crate) struct SubscriberQueue {
+    pub(crate) options: SubscriberOptions,
+    tx: mpsc::Sender<Message>,
+    pub(crate) delivered: AtomicU64,
+    pub(crate) dropped: AtomicU64,
+    /// Drops not yet reported in a log line, and when the last line was written.
+    unreported: u64,
+    last_report: Option<Instant>,
+}
+
+/// At most one "queue full" warning per subscriber in this interval; the line carries the count.
+const DROP_REPORT_INTERVAL: Duration = Duration::from_secs(5);
+
+impl SubscriberQueue {
+    pub(crate) fn new(
+        id: SubscriberId,
+        options: SubscriberOptions,
+        capacity: usize,
+    ) -> (Self, SubscriberReceiver) {
+        let (tx, rx) = mpsc::channel(capacity);
+        let queue = Self {
+            options,
+            tx,
+            delivered: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            unreported: 0,
+            last_report: None,
+        };
+        (queue, SubscriberReceiver { id, rx })
+    }
+
+    /// Hands `message` to the subscriber according to `policy`.
+    pub(crate) async fn offer(&mut self, id: SubscriberId, message: &Message, policy: WhenFull) -> Offer {
+        let result = match policy {
+            WhenFull::DropNewest => match self.tx.try_send(message.clone()) {
+                Ok(()) => Offer::Delivered,
+                Err(mpsc::error::TrySendError::Full(_)) => Offer::DroppedFull,
+                Err(mpsc::error::TrySendError::Closed(_)) => Offer::Gone,
+            },
+            WhenFull::Block => match self.tx.send(message.clone()).await {
+                Ok(()) => Offer::Delivered,
+                Err(_) => Offer::Gone,
+            },
+        };
+        match result {
+            Offer::Delivered => {
+                self.delivered.fetch_add(1, Ordering::Relaxed);
+            }
+            Offer::DroppedFull => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                self.unreported += 1;
+                self.report_drops(id, false);
+            }
+            Offer::Gone => {}
+        }
+        result
+    }
+
+    /// Logs drops not yet reported, at most once per interval unless `force`d.
+    pub(crate) fn report_drops(&mut self, id: SubscriberId, force: bool) {
+        if self.unreported == 0 {
+            return;
+        }
+        let due = self
+            .last_report
+            .is_none_or(|at| at.elapsed() >= DROP_REPORT_INTERVAL);
+        if due || force {
+            tracing::warn!(
+                subscriber = %id,
+                label = %self.options.label,
+                dropped = self.unreported,
+                dropped_total = self.dropped.load(Ordering::Relaxed),
+                capacity = self.tx.max_capacity(),
+                "subscriber queue full: dropped messages for this subscriber"
+            );
+            self.unreported = 0;
+            self.last_report = Some(Instant::now());
+        }
+    }
+
+    /// Messages waiting in the queue for a reader that is still there.
+    pub(crate) fn depth(&self) -> usize {
+        if self.tx.is_closed() {
+            0
+        } else {
+            self.tx.max_capacity() - self.tx.capacity()
+        }
+    }
+}

@@ -1,0 +1,360 @@
+//! The router owns the subscription table and the snapshot bookkeeping and is the only place
+//! that decides who receives what.
+//!
+//! It is one task fed by one bounded channel, so subscribe, unsubscribe and deliveries apply in
+//! the order they were issued and the hot path takes no lock. For each of the four routing
+//! topics it keeps the list of subscribers whose subscriptions match (recomputed when the table
+//! changes), so routing a message costs one pointer copy per receiving subscriber.
+//!
+//! Deviations from upstream (see docs/compatibility.md): a subscriber receives a message once
+//! even if several of its topics match; one subscribe call issues at most one snapshot id; the
+//! requester of a snapshot is recorded before its request is sent and never receives its own
+//! request; snapshot ids expire.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Instant;
+
+use jiff::SignedDuration;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::BusConfig;
+use crate::message::{Body, Message, MessageType, SnapshotRequest};
+use crate::queue::{Offer, SubscriberId, SubscriberOptions, SubscriberQueue, SubscriberReceiver};
+use crate::stats::Stats;
+use crate::{BusError, topic};
+
+/// Requests to the router.
+pub(crate) enum Command {
+    /// Deliver a message that the backbone handed back.
+    Route(Message),
+    AddSubscriber {
+        options: SubscriberOptions,
+        reply: oneshot::Sender<SubscriberReceiver>,
+    },
+    Subscribe {
+        id: SubscriberId,
+        topics: Vec<String>,
+        snapshot: Option<SignedDuration>,
+        reply: oneshot::Sender<Result<Option<String>, BusError>>,
+    },
+    Unsubscribe {
+        id: SubscriberId,
+        topics: Vec<String>,
+        reply: oneshot::Sender<Result<(), BusError>>,
+    },
+    RemoveSubscriber {
+        id: SubscriberId,
+        reply: oneshot::Sender<Result<(), BusError>>,
+    },
+    /// How many messages wait in subscriber queues (for draining on shutdown).
+    QueuedMessages { reply: oneshot::Sender<usize> },
+}
+
+struct Subscriber {
+    queue: SubscriberQueue,
+    topics: BTreeSet<String>,
+}
+
+struct PendingSnapshot {
+    requester: SubscriberId,
+    expires: Instant,
+}
+
+/// Which message types a snapshot for `topic` asks for (upstream spec §1.5).
+pub fn snapshot_types(topic: &str) -> &'static [MessageType] {
+    if topic == "stix2" || topic == "stix2/" {
+        &[MessageType::Indicator, MessageType::Sighting]
+    } else if topic.ends_with("sighting") {
+        &[MessageType::Sighting]
+    } else if topic.ends_with("indicator") {
+        &[MessageType::Indicator]
+    } else {
+        &[]
+    }
+}
+
+pub(crate) struct Router {
+    config: BusConfig,
+    stats: Arc<Stats>,
+    next_id: u64,
+    subscribers: HashMap<SubscriberId, Subscriber>,
+    /// For each routing topic (index as `topic::ALL`), the subscribers that receive it.
+    routes: [Vec<SubscriberId>; 4],
+    /// Subscribers that receive every snapshot request but their own.
+    snapshot_listeners: Vec<SubscriberId>,
+    pending: HashMap<String, PendingSnapshot>,
+    /// Where snapshot requests go: to the backbone, like any published message.
+    outbound: mpsc::Sender<Message>,
+    /// Reused buffer of delivery targets.
+    targets: Vec<SubscriberId>,
+}
+
+impl Router {
+    pub(crate) fn new(config: BusConfig, stats: Arc<Stats>, outbound: mpsc::Sender<Message>) -> Self {
+        Self {
+            config,
+            stats,
+            next_id: 1,
+            subscribers: HashMap::new(),
+            routes: Default::default(),
+            snapshot_listeners: Vec::new(),
+            pending: HashMap::new(),
+            outbound,
+            targets: Vec::new(),
+        }
+    }
+
+    /// Serves commands until `stop` fires or every sender is gone.
+    pub(crate) async fn run(mut self, mut commands: mpsc::Receiver<Command>, stop: CancellationToken) {
+        let mut sweep = tokio::time::interval(std::time::Duration::from_secs(30));
+        loop {
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => break,
+                command = commands.recv() => match command {
+                    Some(command) => self.handle(command).await,
+                    None => break,
+                },
+                _ = sweep.tick() => self.sweep(),
+            }
+        }
+        for (id, subscriber) in &mut self.subscribers {
+            subscriber.queue.report_drops(*id, true);
+        }
+    }
+
+    async fn handle(&mut self, command: Command) {
+        match command {
+            Command::Route(message) => self.route(&message).await,
+            Command::AddSubscriber { options, reply } => {
+                let id = SubscriberId(self.next_id);
+                self.next_id += 1;
+                tracing::debug!(subscriber = %id, label = %options.label, "subscriber added");
+                if options.snapshot_requests {
+                    self.snapshot_listeners.push(id);
+                }
+                let (queue, receiver) = SubscriberQueue::new(id, options, self.config.queue_capacity);
+                self.subscribers.insert(
+                    id,
+                    Subscriber {
+                        queue,
+                        topics: BTreeSet::new(),
+                    },
+                );
+                if reply.send(receiver).is_err() {
+                    self.remove(id);
+                }
+            }
+            Command::Subscribe {
+                id,
+                topics,
+                snapshot,
+                reply,
+            } => {
+                let _ = reply.send(self.subscribe(id, topics, snapshot));
+            }
+            Command::Unsubscribe { id, topics, reply } => {
+                let result = match self.subscribers.get_mut(&id) {
+                    Some(subscriber) => {
+                        for topic in &topics {
+                            subscriber.topics.remove(topic);
+                        }
+                        tracing::debug!(subscriber = %id, ?topics, "unsubscribed");
+                        self.recompute_routes();
+                        Ok(())
+                    }
+                    None => Err(BusError::UnknownSubscriber(id.0)),
+                };
+                let _ = reply.send(result);
+            }
+            Command::RemoveSubscriber { id, reply } => {
+                let result = if self.remove(id) {
+                    Ok(())
+                } else {
+                    Err(BusError::UnknownSubscriber(id.0))
+                };
+                let _ = reply.send(result);
+            }
+            Command::QueuedMessages { reply } => {
+                let queued = self.subscribers.values().map(|s| s.queue.depth()).sum();
+                let _ = reply.send(queued);
+            }
+        }
+    }
+
+    fn subscribe(
+        &mut self,
+        id: SubscriberId,
+        topics: Vec<String>,
+        snapshot: Option<SignedDuration>,
+    ) -> Result<Option<String>, BusError> {
+        let subscriber = self
+            .subscribers
+            .get_mut(&id)
+            .ok_or(BusError::UnknownSubscriber(id.0))?;
+        let mut types: Vec<MessageType> = Vec::new();
+        for topic in &topics {
+            for ty in snapshot_types(topic) {
+                if !types.contains(ty) {
+                    types.push(*ty);
+                }
+            }
+        }
+        tracing::debug!(subscriber = %id, label = %subscriber.queue.options.label, ?topics, "subscribed");
+        subscriber.topics.extend(topics);
+        self.recompute_routes();
+
+        let Some(duration) = snapshot.filter(|d| !d.is_zero()) else {
+            return Ok(None);
+        };
+        if types.is_empty() {
+            return Ok(None);
+        }
+        self.sweep();
+        let snapshot_id = uuid::Uuid::new_v4().to_string();
+        self.pending.insert(
+            snapshot_id.clone(),
+            PendingSnapshot {
+                requester: id,
+                expires: Instant::now() + self.config.snapshot_expiry,
+            },
+        );
+        for snapshot_type in types {
+            let request = Message::new(Body::SnapshotRequest(SnapshotRequest {
+                snapshot_type,
+                snapshot_id: snapshot_id.clone(),
+                snapshot: duration,
+            }));
+            Stats::bump(&self.stats.snapshot_requests);
+            Stats::bump(&self.stats.published[request.body().topic_index()]);
+            tracing::info!(subscriber = %id, %snapshot_id, ?snapshot_type, seconds = duration.as_secs(), "requesting snapshot");
+            // Not awaited here: the backbone may be waiting for this very router to take a
+            // message, and awaiting would deadlock the two.
+            let outbound = self.outbound.clone();
+            tokio::spawn(async move {
+                if outbound.send(request).await.is_err() {
+                    tracing::warn!("snapshot request not sent: the bus is shutting down");
+                }
+            });
+        }
+        Ok(Some(snapshot_id))
+    }
+
+    fn remove(&mut self, id: SubscriberId) -> bool {
+        let Some(mut subscriber) = self.subscribers.remove(&id) else {
+            return false;
+        };
+        subscriber.queue.report_drops(id, true);
+        tracing::debug!(subscriber = %id, label = %subscriber.queue.options.label, "subscriber removed");
+        self.snapshot_listeners.retain(|listener| *listener != id);
+        self.pending.retain(|_, pending| pending.requester != id);
+        self.recompute_routes();
+        true
+    }
+
+    fn recompute_routes(&mut self) {
+        for (index, topic) in topic::ALL.iter().enumerate() {
+            let route = &mut self.routes[index];
+            route.clear();
+            route.extend(
+                self.subscribers
+                    .iter()
+                    .filter(|(_, s)| s.topics.iter().any(|t| topic::matches(t, topic)))
+                    .map(|(id, _)| *id),
+            );
+            route.sort_unstable();
+        }
+    }
+
+    fn sweep(&mut self) {
+        let now = Instant::now();
+        let before = self.pending.len();
+        self.pending.retain(|_, pending| pending.expires > now);
+        let expired = before - self.pending.len();
+        if expired > 0 {
+            tracing::debug!(expired, "forgot expired snapshot ids");
+        }
+    }
+
+    async fn route(&mut self, message: &Message) {
+        Stats::bump(&self.stats.routed[message.body().topic_index()]);
+        let mut targets = std::mem::take(&mut self.targets);
+        targets.clear();
+        targets.extend_from_slice(&self.routes[message.body().topic_index()]);
+        let mut requester_delivery = None;
+        match message.body() {
+            Body::SnapshotRequest(request) => {
+                let requester = self.pending.get(&request.snapshot_id).map(|p| p.requester);
+                for listener in &self.snapshot_listeners {
+                    if Some(*listener) != requester && !targets.contains(listener) {
+                        targets.push(*listener);
+                    }
+                }
+            }
+            Body::SnapshotEnvelope(envelope) => {
+                match self.pending.get(&envelope.snapshot_id) {
+                    Some(pending) if pending.expires > Instant::now() => {
+                        requester_delivery = Some((pending.requester, envelope.body.clone()));
+                    }
+                    _ => {
+                        Stats::bump(&self.stats.snapshot_unknown);
+                        tracing::debug!(snapshot_id = %envelope.snapshot_id, "envelope for a snapshot id this instance did not request (or that expired)");
+                    }
+                }
+            }
+            Body::Indicator(_) | Body::Sighting(_) => {}
+        }
+        for id in &targets {
+            self.offer(*id, message).await;
+        }
+        if let Some((requester, body)) = requester_delivery
+            && self.offer(requester, &body).await
+        {
+            Stats::bump(&self.stats.snapshot_answers);
+        }
+        self.targets = targets;
+    }
+
+    /// Offers `message` to one subscriber; true if it was queued.
+    async fn offer(&mut self, id: SubscriberId, message: &Message) -> bool {
+        let Some(subscriber) = self.subscribers.get_mut(&id) else {
+            Stats::bump(&self.stats.dropped_subscriber_gone);
+            return false;
+        };
+        match subscriber.queue.offer(id, message, self.config.when_full).await {
+            Offer::Delivered => {
+                Stats::bump(&self.stats.delivered);
+                true
+            }
+            Offer::DroppedFull => {
+                Stats::bump(&self.stats.dropped_queue_full);
+                false
+            }
+            Offer::Gone => {
+                Stats::bump(&self.stats.dropped_subscriber_gone);
+                self.remove(id);
+                false
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_types_follow_upstream_table() {
+        use MessageType::*;
+        assert_eq!(snapshot_types("stix2"), &[Indicator, Sighting]);
+        assert_eq!(snapshot_types("stix2/"), &[Indicator, Sighting]);
+        assert_eq!(snapshot_types("stix2/sighting"), &[Sighting]);
+        assert_eq!(snapshot_types("stix2/indicator"), &[Indicator]);
+        assert_eq!(snapshot_types("my/indicator"), &[Indicator]);
+        for none in ["", "threatbus/snapshotrequest", "stix2/indicator/", "TOPIC", "stix"] {
+            assert!(snapshot_types(none).is_empty(), "{none}");
+        }
+    }
+}

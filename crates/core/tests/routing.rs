@@ -1,0 +1,366 @@
+//! The core's routing, snapshot and queue behaviour, driven through the public API with an
+//! identity backbone (what the in-memory backbone does).
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use jiff::SignedDuration;
+use serde_json::{Value, json};
+use threatbus_core::{
+    App, Backbone, BackboneIo, Body, BoxFuture, Bus, BusConfig, BusHandle, Message, PluginError,
+    Shutdown, Stats, SubscriberOptions, SubscriberReceiver, WhenFull,
+};
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+
+struct Identity;
+
+impl Backbone for Identity {
+    fn name(&self) -> &'static str {
+        "identity"
+    }
+    fn run(self: Box<Self>, mut io: BackboneIo) -> BoxFuture<Result<(), PluginError>> {
+        Box::pin(async move {
+            loop {
+                tokio::select! {
+                    message = io.outbound.recv() => match message {
+                        Some(m) => { let _ = io.inbound.deliver(m).await; }
+                        None => return Ok(()),
+                    },
+                    _ = io.stop.cancelled() => return Ok(()),
+                }
+            }
+        })
+    }
+}
+
+/// An app that hands its bus handle to the test and idles until shutdown.
+struct Probe(oneshot::Sender<BusHandle>);
+
+impl App for Probe {
+    fn name(&self) -> &'static str {
+        "probe"
+    }
+    fn run(self: Box<Self>, bus: BusHandle, shutdown: Shutdown) -> BoxFuture<Result<(), PluginError>> {
+        Box::pin(async move {
+            let _ = self.0.send(bus);
+            shutdown.stop.cancelled().await;
+            Ok(())
+        })
+    }
+}
+
+struct Running {
+    bus: BusHandle,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), threatbus_core::BusError>>,
+}
+
+async fn start(config: BusConfig) -> Running {
+    // Tests leave messages unread in queues; do not wait long for them to drain.
+    let config = BusConfig {
+        shutdown_timeout: Duration::from_secs(1),
+        ..config
+    };
+    let (tx, rx) = oneshot::channel();
+    let bus = Bus::new(config, Box::new(Identity), vec![Box::new(Probe(tx))]);
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(bus.run(shutdown.clone()));
+    Running {
+        bus: rx.await.expect("probe app started"),
+        shutdown,
+        task,
+    }
+}
+
+fn indicator(n: u32) -> Message {
+    let id = format!("indicator--00000000-0000-4000-8000-{n:012}");
+    Message::from_json(
+        json!({
+            "type": "indicator", "spec_version": "2.1", "id": id,
+            "created": "2020-06-23T12:34:56.000Z", "modified": "2020-06-23T12:34:56.000Z",
+            "pattern": "[ipv4-addr:value = '6.6.6.6']", "pattern_type": "stix", "x_seq": n
+        })
+        .to_string()
+        .as_bytes(),
+    )
+    .unwrap()
+}
+
+fn sighting() -> Message {
+    Message::from_json(
+        json!({
+            "type": "sighting", "spec_version": "2.1",
+            "id": "sighting--df0f9a0e-c3b6-4f53-b0cf-5e9c454ee0cc",
+            "created": "2020-06-23T12:34:56.000Z", "modified": "2020-06-23T12:34:56.000Z",
+            "sighting_of_ref": "indicator--df0f9a0e-c3b6-4f53-b0cf-5e9c454ee0cc"
+        })
+        .to_string()
+        .as_bytes(),
+    )
+    .unwrap()
+}
+
+async fn subscriber(bus: &BusHandle, topics: &[&str]) -> SubscriberReceiver {
+    let rx = bus.add_subscriber(SubscriberOptions::default()).await.unwrap();
+    bus.subscribe(rx.id, topics.iter().map(|t| t.to_string()).collect(), None)
+        .await
+        .unwrap();
+    rx
+}
+
+async fn recv(rx: &mut SubscriberReceiver) -> Message {
+    tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .expect("a message within 5 s")
+        .expect("queue open")
+}
+
+/// Nothing more arrives after everything published before `marker` was routed.
+async fn assert_nothing_more(bus: &BusHandle, rx: &mut SubscriberReceiver) {
+    let mut marker_rx = subscriber(bus, &["stix2/indicator"]).await;
+    bus.publish(indicator(999_999)).await.unwrap();
+    recv(&mut marker_rx).await;
+    while let Some(extra) = rx.try_recv() {
+        assert_eq!(json_of(&extra)["x_seq"], 999_999, "unexpected extra message {extra:?}");
+    }
+}
+
+#[tokio::test]
+async fn prefix_routing_delivers_by_string_prefix() {
+    let r = start(BusConfig::default()).await;
+    let mut ind = subscriber(&r.bus, &["stix2/ind"]).await;
+    let mut both = subscriber(&r.bus, &["stix2"]).await;
+    let mut sig = subscriber(&r.bus, &["stix2/sighting"]).await;
+    let mut all = subscriber(&r.bus, &[""]).await;
+    r.bus.publish(indicator(1)).await.unwrap();
+    r.bus.publish(sighting()).await.unwrap();
+    let a = recv(&mut ind).await;
+    let b = recv(&mut both).await;
+    assert_eq!(a.topic(), "stix2/indicator");
+    assert!(a.ptr_eq(&b), "fan-out shares one message");
+    assert_eq!(recv(&mut both).await.topic(), "stix2/sighting");
+    assert_eq!(recv(&mut sig).await.topic(), "stix2/sighting");
+    assert_eq!(recv(&mut all).await.topic(), "stix2/indicator");
+    assert_eq!(recv(&mut all).await.topic(), "stix2/sighting");
+    assert_nothing_more(&r.bus, &mut ind).await;
+    assert_nothing_more(&r.bus, &mut sig).await;
+    r.shutdown.cancel();
+    r.task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn overlapping_topics_deliver_once_and_unsubscribe_stops_delivery() {
+    let r = start(BusConfig::default()).await;
+    let mut rx = subscriber(&r.bus, &["stix2", "stix2/indicator", "stix2/indicator"]).await;
+    r.bus.publish(indicator(1)).await.unwrap();
+    recv(&mut rx).await;
+    assert_nothing_more(&r.bus, &mut rx).await;
+    r.bus.unsubscribe(rx.id, vec!["stix2".into()]).await.unwrap();
+    r.bus.publish(sighting()).await.unwrap();
+    r.bus.publish(indicator(2)).await.unwrap();
+    assert_eq!(recv(&mut rx).await.topic(), "stix2/indicator", "still on stix2/indicator");
+    r.bus.unsubscribe(rx.id, vec!["stix2/indicator".into()]).await.unwrap();
+    r.bus.publish(indicator(3)).await.unwrap();
+    assert_nothing_more(&r.bus, &mut rx).await;
+    r.bus.remove_subscriber(rx.id).await.unwrap();
+    assert!(rx.recv().await.is_none(), "queue closes on removal");
+    assert!(r.bus.remove_subscriber(rx.id).await.is_err());
+    assert!(r.bus.subscribe(rx.id, vec!["x".into()], None).await.is_err());
+    r.shutdown.cancel();
+    r.task.await.unwrap().unwrap();
+}
+
+fn json_of(message: &Message) -> Value {
+    serde_json::from_slice(message.json()).unwrap()
+}
+
+#[tokio::test]
+async fn snapshot_request_reaches_listeners_but_not_the_requester_and_answers_only_the_requester() {
+    let r = start(BusConfig::default()).await;
+    let listener_options = |label: &str| SubscriberOptions {
+        label: label.into(),
+        snapshot_requests: true,
+    };
+    let mut answering = r.bus.add_subscriber(listener_options("answering")).await.unwrap();
+    r.bus.subscribe(answering.id, vec!["stix2/indicator".into()], None).await.unwrap();
+    let mut requester = r.bus.add_subscriber(listener_options("requester")).await.unwrap();
+    let id = r
+        .bus
+        .subscribe(requester.id, vec!["stix2/indicator".into()], Some(SignedDuration::from_hours(24 * 30)))
+        .await
+        .unwrap()
+        .expect("a snapshot id");
+
+    let request = recv(&mut answering).await;
+    assert_eq!(
+        json_of(&request),
+        json!({"type": "snapshotrequest", "snapshot_type": 1, "snapshot_id": id, "snapshot": 2592000})
+    );
+    // The envelope with the answer: its body reaches the requester only.
+    let body = indicator(7);
+    let envelope = Message::from_json(
+        json!({"type": "snapshotenvelope", "snapshot_type": 1, "snapshot_id": id, "body": json_of(&body)})
+            .to_string()
+            .as_bytes(),
+    )
+    .unwrap();
+    r.bus.publish(envelope).await.unwrap();
+    let answer = recv(&mut requester).await;
+    assert_eq!(answer, body);
+    assert!(matches!(answer.body(), Body::Indicator(_)));
+    // An envelope for an id nobody asked for reaches nobody.
+    let stray = Message::from_json(
+        json!({"type": "snapshotenvelope", "snapshot_type": 1, "snapshot_id": "nope", "body": json_of(&body)})
+            .to_string()
+            .as_bytes(),
+    )
+    .unwrap();
+    r.bus.publish(stray).await.unwrap();
+    assert_nothing_more(&r.bus, &mut requester).await;
+    assert_nothing_more(&r.bus, &mut answering).await;
+    let stats = r.bus.stats();
+    assert_eq!(stats.snapshot_answers.load(Ordering::Relaxed), 1);
+    assert_eq!(stats.snapshot_unknown.load(Ordering::Relaxed), 1);
+    assert_eq!(stats.snapshot_requests.load(Ordering::Relaxed), 1);
+    r.shutdown.cancel();
+    r.task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn stix2_snapshot_asks_for_both_types_with_one_id_and_other_topics_ask_nothing() {
+    let r = start(BusConfig::default()).await;
+    let mut listener = r
+        .bus
+        .add_subscriber(SubscriberOptions { label: "l".into(), snapshot_requests: true })
+        .await
+        .unwrap();
+    let requester = r.bus.add_subscriber(SubscriberOptions::default()).await.unwrap();
+    let days = Some(SignedDuration::from_hours(24));
+    let none = r.bus.subscribe(requester.id, vec!["threatbus/x".into()], days).await.unwrap();
+    assert_eq!(none, None);
+    let zero = r.bus.subscribe(requester.id, vec!["stix2".into()], Some(SignedDuration::ZERO)).await.unwrap();
+    assert_eq!(zero, None);
+    let id = r
+        .bus
+        .subscribe(requester.id, vec!["stix2".into(), "stix2/indicator".into()], days)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut types = vec![];
+    for _ in 0..2 {
+        let request = json_of(&recv(&mut listener).await);
+        assert_eq!(request["snapshot_id"], id.as_str());
+        types.push(request["snapshot_type"].as_i64().unwrap());
+    }
+    types.sort();
+    assert_eq!(types, [1, 2]);
+    assert_nothing_more(&r.bus, &mut listener).await;
+    r.shutdown.cancel();
+    r.task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn snapshot_ids_expire_and_die_with_their_subscriber() {
+    let config = BusConfig {
+        snapshot_expiry: Duration::from_secs(1),
+        ..BusConfig::default()
+    };
+    let r = start(config).await;
+    let mut listener = r
+        .bus
+        .add_subscriber(SubscriberOptions { label: "l".into(), snapshot_requests: true })
+        .await
+        .unwrap();
+    let mut requester = r.bus.add_subscriber(SubscriberOptions::default()).await.unwrap();
+    let id = r
+        .bus
+        .subscribe(requester.id, vec!["stix2/sighting".into()], Some(SignedDuration::from_secs(60)))
+        .await
+        .unwrap()
+        .unwrap();
+    recv(&mut listener).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let envelope = json!({"type": "snapshotenvelope", "snapshot_type": 2, "snapshot_id": id, "body": json_of(&sighting())});
+    r.bus
+        .publish(Message::from_json(envelope.to_string().as_bytes()).unwrap())
+        .await
+        .unwrap();
+    assert_nothing_more(&r.bus, &mut requester).await;
+    assert_eq!(r.bus.stats().snapshot_unknown.load(Ordering::Relaxed), 1);
+    r.shutdown.cancel();
+    r.task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn full_queue_drops_for_that_subscriber_only_and_counts() {
+    let config = BusConfig {
+        queue_capacity: 4,
+        ..BusConfig::default()
+    };
+    let r = start(config).await;
+    let stalled = subscriber(&r.bus, &["stix2/indicator"]).await;
+    let mut reader = subscriber(&r.bus, &["stix2/indicator"]).await;
+    for n in 0..50 {
+        r.bus.publish(indicator(n)).await.unwrap();
+        let got = recv(&mut reader).await;
+        assert_eq!(json_of(&got)["x_seq"], n);
+    }
+    assert_eq!(stalled.len(), 4);
+    assert_eq!(Stats::get(&r.bus.stats().dropped_queue_full), 46);
+    drop(stalled);
+    r.shutdown.cancel();
+    r.task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn block_policy_loses_nothing() {
+    let config = BusConfig {
+        queue_capacity: 2,
+        when_full: WhenFull::Block,
+        ..BusConfig::default()
+    };
+    let r = start(config).await;
+    let mut slow = subscriber(&r.bus, &["stix2/indicator"]).await;
+    let publisher = {
+        let bus = r.bus.clone();
+        tokio::spawn(async move {
+            for n in 0..100 {
+                bus.publish(indicator(n)).await.unwrap();
+            }
+        })
+    };
+    for n in 0..100 {
+        if n % 10 == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(json_of(&recv(&mut slow).await)["x_seq"], n);
+    }
+    publisher.await.unwrap();
+    assert_eq!(Stats::get(&r.bus.stats().dropped_queue_full), 0);
+    r.shutdown.cancel();
+    r.task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn shutdown_drains_published_messages() {
+    let r = start(BusConfig::default()).await;
+    let mut rx = subscriber(&r.bus, &["stix2"]).await;
+    for n in 0..200 {
+        r.bus.publish(indicator(n)).await.unwrap();
+    }
+    r.shutdown.cancel();
+    let reader = tokio::spawn(async move {
+        let mut seen = 0;
+        while let Some(m) = rx.recv().await {
+            assert_eq!(json_of(&m)["x_seq"], seen);
+            seen += 1;
+            if seen == 200 {
+                break;
+            }
+        }
+        seen
+    });
+    r.task.await.unwrap().unwrap();
+    assert_eq!(reader.await.unwrap(), 200);
+}

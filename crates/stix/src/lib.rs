@@ -1,0 +1,20 @@
+//! STIX 2.1 objects as Threat Bus carries them.
+//!
+//! The bus reads only a handful of properties of an Indicator or a Sighting (its id, timestamps,
+//! pattern, the object it sights). Everything else, including custom `x_*` properties and vendor
+//! extensions, is kept verbatim in an ordered map so that an object survives
+//! receive → route → send unchanged. This crate does no I/O.
+
+mod error;
+mod id;
+mod object;
+pub mod pattern;
+mod timestamp;
+
+pub use error::StixError;
+pub use id::StixId;
+pub use object::{Indicator, MatchType, Operation, Sighting, StixObject};
+pub use timestamp::Timestamp;
+
+/// The only `spec_version` the bus accepts.
+pub const SPEC_VERSION: &str = "2.1";

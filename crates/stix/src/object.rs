@@ -1,0 +1,485 @@
+//! Lossless STIX 2.1 Indicator and Sighting.
+//!
+//! Parsing takes the properties the bus understands out of the JSON object, validates them and
+//! keeps every other property, in the order received, in `extra`. Serialising writes the known
+//! properties first (`type`, `spec_version`, `id`, `created`, `modified`, …) and then `extra`.
+
+use serde::ser::{Serialize, SerializeMap, Serializer};
+use serde::{Deserialize, Deserializer};
+use serde_json::{Map, Value};
+
+use crate::{SPEC_VERSION, StixError, StixId, Timestamp, pattern};
+
+/// Properties the bus does not interpret, in the order received.
+pub type Properties = Map<String, Value>;
+
+/// `x_threatbus_update` on an Indicator: absent means a new indicator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    /// The indicator changed; treat it as an add.
+    Edit,
+    /// Withdraw the indicator.
+    Remove,
+}
+
+/// `x_threatbus_match_type` on a Sighting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MatchType {
+    Live,
+    Retro,
+}
+
+/// A STIX 2.1 Indicator.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Indicator {
+    pub id: StixId,
+    pub created: Timestamp,
+    pub modified: Timestamp,
+    pub pattern: String,
+    pub pattern_type: String,
+    pub valid_from: Option<Timestamp>,
+    /// Every other property (`name`, `labels`, custom `x_*`, extensions, …).
+    pub extra: Properties,
+}
+
+/// A STIX 2.1 Sighting.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sighting {
+    pub id: StixId,
+    pub created: Timestamp,
+    pub modified: Timestamp,
+    pub sighting_of_ref: StixId,
+    pub first_seen: Option<Timestamp>,
+    pub last_seen: Option<Timestamp>,
+    /// Every other property (`count`, `x_threatbus_sighting_context`, …).
+    pub extra: Properties,
+}
+
+/// An object the bus carries as a message body.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StixObject {
+    Indicator(Indicator),
+    Sighting(Sighting),
+}
+
+impl StixObject {
+    /// Parses an Indicator or a Sighting, deciding by its `type` property.
+    pub fn from_value(value: Value) -> Result<Self, StixError> {
+        let Value::Object(map) = value else {
+            return Err(StixError::NotAnObject);
+        };
+        match map.get("type").and_then(Value::as_str) {
+            Some("indicator") => Indicator::from_map(map).map(Self::Indicator),
+            Some("sighting") => Sighting::from_map(map).map(Self::Sighting),
+            Some(other) => Err(StixError::UnsupportedType(other.to_owned())),
+            None => Err(StixError::Missing("type")),
+        }
+    }
+
+    /// Parses JSON text holding an Indicator or a Sighting.
+    pub fn from_slice(json: &[u8]) -> Result<Self, StixError> {
+        let value: Value = serde_json::from_slice(json).map_err(|e| StixError::Json(e.to_string()))?;
+        Self::from_value(value)
+    }
+
+    /// The object's identifier.
+    pub fn id(&self) -> &StixId {
+        match self {
+            Self::Indicator(i) => &i.id,
+            Self::Sighting(s) => &s.id,
+        }
+    }
+}
+
+/// Describes a JSON value's type for error messages, with the value itself when it is short.
+fn describe(value: &Value) -> String {
+    let text = value.to_string();
+    if text.len() <= 80 {
+        text
+    } else {
+        format!("{}…", text.chars().take(80).collect::<String>())
+    }
+}
+
+fn take_string(map: &mut Properties, key: &'static str) -> Result<Option<String>, StixError> {
+    match map.shift_remove(key) {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(other) => Err(StixError::WrongType {
+            property: key,
+            expected: "a string",
+            got: describe(&other),
+        }),
+    }
+}
+
+fn require_string(map: &mut Properties, key: &'static str) -> Result<String, StixError> {
+    take_string(map, key)?.ok_or(StixError::Missing(key))
+}
+
+fn take_timestamp(map: &mut Properties, key: &'static str) -> Result<Option<Timestamp>, StixError> {
+    take_string(map, key)?
+        .map(|s| {
+            Timestamp::parse(&s).map_err(|reason| StixError::Timestamp {
+                property: key,
+                value: s,
+                reason,
+            })
+        })
+        .transpose()
+}
+
+fn take_id(map: &mut Properties, key: &'static str) -> Result<StixId, StixError> {
+    let value = require_string(map, key)?;
+    StixId::parse(&value).map_err(|reason| StixError::Id {
+        property: key,
+        value,
+        reason,
+    })
+}
+
+/// The properties every STIX Domain Object and Relationship Object shares.
+struct Common {
+    id: StixId,
+    created: Timestamp,
+    modified: Timestamp,
+}
+
+impl Common {
+    /// Takes and validates `type`, `spec_version`, `id`, `created`, `modified` out of `map`.
+    /// Like the reference library, a missing `created` becomes the current time and a missing
+    /// `modified` becomes `created`.
+    fn take(map: &mut Properties, expected_type: &'static str) -> Result<Self, StixError> {
+        let ty = require_string(map, "type")?;
+        if ty != expected_type {
+            return Err(StixError::TypeMismatch {
+                expected: expected_type,
+                got: ty,
+            });
+        }
+        match map.shift_remove("spec_version") {
+            Some(Value::String(v)) if v == SPEC_VERSION => {}
+            Some(other) => return Err(StixError::SpecVersion(describe(&other))),
+            None => return Err(StixError::Missing("spec_version")),
+        }
+        let id = take_id(map, "id")?;
+        if id.object_type() != expected_type {
+            return Err(StixError::Id {
+                property: "id",
+                value: id.to_string(),
+                reason: "the identifier's type does not match the object's `type`",
+            });
+        }
+        let created = take_timestamp(map, "created")?.unwrap_or_else(Timestamp::now);
+        let modified = take_timestamp(map, "modified")?.unwrap_or(created);
+        Ok(Self {
+            id,
+            created,
+            modified,
+        })
+    }
+
+    fn serialize_into<M: SerializeMap>(&self, map: &mut M, ty: &str) -> Result<(), M::Error> {
+        map.serialize_entry("type", ty)?;
+        map.serialize_entry("spec_version", SPEC_VERSION)?;
+        map.serialize_entry("id", self.id.as_str())?;
+        map.serialize_entry("created", &self.created.to_stix_string(3))?;
+        map.serialize_entry("modified", &self.modified.to_stix_string(3))
+    }
+}
+
+fn serialize_extra<M: SerializeMap>(map: &mut M, extra: &Properties) -> Result<(), M::Error> {
+    for (key, value) in extra {
+        map.serialize_entry(key, value)?;
+    }
+    Ok(())
+}
+
+impl Indicator {
+    /// Parses and validates an Indicator from a JSON object.
+    pub fn from_map(mut map: Properties) -> Result<Self, StixError> {
+        let common = Common::take(&mut map, "indicator")?;
+        let pattern = require_string(&mut map, "pattern")?;
+        let pattern_type = require_string(&mut map, "pattern_type")?;
+        pattern::check(&pattern, &pattern_type).map_err(|reason| StixError::Pattern {
+            pattern: pattern.clone(),
+            reason,
+        })?;
+        let valid_from = take_timestamp(&mut map, "valid_from")?;
+        Ok(Self {
+            id: common.id,
+            created: common.created,
+            modified: common.modified,
+            pattern,
+            pattern_type,
+            valid_from,
+            extra: map,
+        })
+    }
+
+    /// A new indicator with a random id, `created` = `modified` = now.
+    pub fn new(pattern: impl Into<String>, pattern_type: impl Into<String>) -> Self {
+        let now = Timestamp::now();
+        Self {
+            id: StixId::new_random("indicator"),
+            created: now,
+            modified: now,
+            pattern: pattern.into(),
+            pattern_type: pattern_type.into(),
+            valid_from: None,
+            extra: Properties::new(),
+        }
+    }
+
+    /// `x_threatbus_update`, if present and one of the known values.
+    pub fn update(&self) -> Option<Operation> {
+        match self.extra.get("x_threatbus_update")?.as_str()? {
+            "EDIT" => Some(Operation::Edit),
+            "REMOVE" => Some(Operation::Remove),
+            _ => None,
+        }
+    }
+}
+
+impl Sighting {
+    /// Parses and validates a Sighting from a JSON object.
+    pub fn from_map(mut map: Properties) -> Result<Self, StixError> {
+        let common = Common::take(&mut map, "sighting")?;
+        let sighting_of_ref = take_id(&mut map, "sighting_of_ref")?;
+        let first_seen = take_timestamp(&mut map, "first_seen")?;
+        let last_seen = take_timestamp(&mut map, "last_seen")?;
+        Ok(Self {
+            id: common.id,
+            created: common.created,
+            modified: common.modified,
+            sighting_of_ref,
+            first_seen,
+            last_seen,
+            extra: map,
+        })
+    }
+
+    /// A new sighting of `sighting_of_ref` with a random id, `created` = `modified` = now.
+    pub fn new(sighting_of_ref: StixId, last_seen: Option<Timestamp>) -> Self {
+        let now = Timestamp::now();
+        Self {
+            id: StixId::new_random("sighting"),
+            created: now,
+            modified: now,
+            sighting_of_ref,
+            first_seen: None,
+            last_seen,
+            extra: Properties::new(),
+        }
+    }
+
+    /// `x_threatbus_match_type`, if present and one of the known values.
+    pub fn match_type(&self) -> Option<MatchType> {
+        match self.extra.get("x_threatbus_match_type")?.as_str()? {
+            "LIVE" => Some(MatchType::Live),
+            "RETRO" => Some(MatchType::Retro),
+            _ => None,
+        }
+    }
+}
+
+impl Serialize for Indicator {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
+        Common {
+            id: self.id.clone(),
+            created: self.created,
+            modified: self.modified,
+        }
+        .serialize_into(&mut map, "indicator")?;
+        map.serialize_entry("pattern", &self.pattern)?;
+        map.serialize_entry("pattern_type", &self.pattern_type)?;
+        if let Some(valid_from) = &self.valid_from {
+            map.serialize_entry("valid_from", &valid_from.to_stix_string(0))?;
+        }
+        serialize_extra(&mut map, &self.extra)?;
+        map.end()
+    }
+}
+
+impl Serialize for Sighting {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
+        Common {
+            id: self.id.clone(),
+            created: self.created,
+            modified: self.modified,
+        }
+        .serialize_into(&mut map, "sighting")?;
+        map.serialize_entry("sighting_of_ref", self.sighting_of_ref.as_str())?;
+        if let Some(first_seen) = &self.first_seen {
+            map.serialize_entry("first_seen", &first_seen.to_stix_string(0))?;
+        }
+        if let Some(last_seen) = &self.last_seen {
+            map.serialize_entry("last_seen", &last_seen.to_stix_string(0))?;
+        }
+        serialize_extra(&mut map, &self.extra)?;
+        map.end()
+    }
+}
+
+impl Serialize for StixObject {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Indicator(i) => i.serialize(serializer),
+            Self::Sighting(s) => s.serialize(serializer),
+        }
+    }
+}
+
+/// Deserialises through a JSON map and the validating constructor, so a serde user gets the same
+/// checks as the bus.
+macro_rules! deserialize_via_map {
+    ($ty:ty) => {
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let map = Properties::deserialize(deserializer)?;
+                Self::from_map(map).map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+deserialize_via_map!(Indicator);
+deserialize_via_map!(Sighting);
+
+impl<'de> Deserialize<'de> for StixObject {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = Value::deserialize(deserializer)?;
+        Self::from_value(value).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn indicator_json() -> Value {
+        json!({
+            "type": "indicator",
+            "spec_version": "2.1",
+            "id": "indicator--df0f9a0e-c3b6-4f53-b0cf-5e9c454ee0cc",
+            "created": "2020-06-23T12:34:56.123Z",
+            "modified": "2020-06-23T12:34:56.123Z",
+            "pattern": "[ipv4-addr:value = '6.6.6.6']",
+            "pattern_type": "stix",
+            "valid_from": "2020-06-23T12:34:56Z",
+            "name": "Ünïcødé ☃",
+            "x_vendor_score": 7,
+            "x_nested": {"a": [1, null, {"b": true}], "z": 1.5},
+            "extensions": {"extension-definition--d83fce45-ef58-4c6c-a3f4-1fbc32e98c6e": {"extension_type": "property-extension", "rank": 5}},
+            "x_threatbus_update": "REMOVE"
+        })
+    }
+
+    #[test]
+    fn indicator_round_trips_losslessly() {
+        let original = indicator_json();
+        let parsed = StixObject::from_value(original.clone()).unwrap();
+        let StixObject::Indicator(ind) = &parsed else {
+            panic!("not an indicator")
+        };
+        assert_eq!(ind.update(), Some(Operation::Remove));
+        let written = serde_json::to_value(&parsed).unwrap();
+        assert_eq!(written, original);
+        assert_eq!(StixObject::from_value(written).unwrap(), parsed);
+    }
+
+    #[test]
+    fn known_properties_come_first_and_extras_keep_their_order() {
+        let parsed = StixObject::from_value(indicator_json()).unwrap();
+        let text = serde_json::to_string(&parsed).unwrap();
+        let keys: Vec<_> = serde_json::from_str::<Properties>(&text).unwrap().keys().cloned().collect();
+        assert_eq!(
+            keys,
+            [
+                "type", "spec_version", "id", "created", "modified", "pattern", "pattern_type",
+                "valid_from", "name", "x_vendor_score", "x_nested", "extensions", "x_threatbus_update"
+            ]
+        );
+    }
+
+    #[test]
+    fn created_and_modified_get_millisecond_precision() {
+        let mut value = indicator_json();
+        value["created"] = json!("2020-06-23T12:34:56Z");
+        value.as_object_mut().unwrap().remove("modified");
+        let written = serde_json::to_value(StixObject::from_value(value).unwrap()).unwrap();
+        assert_eq!(written["created"], "2020-06-23T12:34:56.000Z");
+        assert_eq!(written["modified"], "2020-06-23T12:34:56.000Z");
+    }
+
+    #[test]
+    fn sighting_round_trips_with_nested_indicator_and_context() {
+        let original = json!({
+            "type": "sighting",
+            "spec_version": "2.1",
+            "id": "sighting--df0f9a0e-c3b6-4f53-b0cf-5e9c454ee0cc",
+            "created": "2020-06-23T12:34:56.000Z",
+            "modified": "2020-06-23T12:34:56.000Z",
+            "sighting_of_ref": "indicator--df0f9a0e-c3b6-4f53-b0cf-5e9c454ee0cc",
+            "last_seen": "2020-06-23T12:35:00.5Z",
+            "count": 3,
+            "x_threatbus_sighting_context": {"ts": 1.5, "uid": "C1", "id": {"orig_h": null}, "list": [1, "a"]},
+            "x_threatbus_indicator": indicator_json(),
+            "x_threatbus_source": "VAST",
+            "x_threatbus_match_type": "RETRO"
+        });
+        let parsed = StixObject::from_value(original.clone()).unwrap();
+        let StixObject::Sighting(s) = &parsed else {
+            panic!("not a sighting")
+        };
+        assert_eq!(s.match_type(), Some(MatchType::Retro));
+        assert_eq!(serde_json::to_value(&parsed).unwrap(), original);
+    }
+
+    #[test]
+    fn rejects_what_upstream_rejects() {
+        let cases: Vec<(Box<dyn Fn(&mut Properties)>, &str)> = vec![
+            (Box::new(|m| { m.remove("spec_version"); }), "spec_version"),
+            (Box::new(|m| { m.insert("spec_version".into(), json!("2.0")); }), "spec_version"),
+            (Box::new(|m| { m.insert("type".into(), json!("malware")); }), "malware"),
+            (Box::new(|m| { m.remove("type"); }), "type"),
+            (Box::new(|m| { m.insert("id".into(), json!("indicator--123")); }), "id"),
+            (Box::new(|m| { m.insert("id".into(), json!("sighting--df0f9a0e-c3b6-4f53-b0cf-5e9c454ee0cc")); }), "id"),
+            (Box::new(|m| { m.insert("created".into(), json!("yesterday")); }), "created"),
+            (Box::new(|m| { m.insert("modified".into(), json!(5)); }), "modified"),
+            (Box::new(|m| { m.remove("pattern"); }), "pattern"),
+            (Box::new(|m| { m.remove("pattern_type"); }), "pattern_type"),
+            (Box::new(|m| { m.insert("pattern".into(), json!("Some string")); }), "pattern"),
+            (Box::new(|m| { m.insert("valid_from".into(), json!("2020")); }), "valid_from"),
+        ];
+        for (mutate, needle) in cases {
+            let Value::Object(mut map) = indicator_json() else { unreachable!() };
+            mutate(&mut map);
+            let err = StixObject::from_value(Value::Object(map)).unwrap_err();
+            assert!(err.to_string().contains(needle), "{err} does not mention {needle}");
+        }
+        assert_eq!(StixObject::from_value(json!([1])), Err(StixError::NotAnObject));
+        assert!(StixObject::from_slice(b"{nope").is_err());
+    }
+
+    #[test]
+    fn sighting_needs_a_valid_reference() {
+        let value = json!({
+            "type": "sighting", "spec_version": "2.1",
+            "id": "sighting--df0f9a0e-c3b6-4f53-b0cf-5e9c454ee0cc",
+            "sighting_of_ref": "not-an-id"
+        });
+        let err = StixObject::from_value(value).unwrap_err();
+        assert!(err.to_string().contains("sighting_of_ref"), "{err}");
+    }
+
+    #[test]
+    fn non_stix_pattern_types_are_not_checked() {
+        let mut value = indicator_json();
+        value["pattern_type"] = json!("suricata");
+        value["pattern"] = json!("alert tcp any any -> any any (msg:\"x\"; sid:1;)");
+        assert!(StixObject::from_value(value).is_ok());
+    }
+}
