@@ -15,6 +15,7 @@ pub mod plugin;
 pub mod queue;
 pub mod router;
 pub mod stats;
+pub mod throttle;
 pub mod topic;
 
 pub use bus::{Bus, BusHandle};

@@ -1,0 +1,182 @@
+//! The ZeroMQ app (`plugins.apps.zmq`), wire-compatible with upstream's `threatbus-zmq`.
+//!
+//! Three sockets bind on `host`:
+//! * `manage` (REP): JSON subscribe / unsubscribe / heartbeat requests ([`manage`]);
+//! * `pub` (PUB): bus → apps, single-part frames `<p2p_topic><suffix> <json>` ([`publisher`]);
+//! * `sub` (SUB): apps → bus, frames `<topic> <json>` on `stix2/…` and
+//!   `threatbus/snapshotenvelope` ([`receiver`]).
+//!
+//! Each subscribe request gets a fresh 32-letter p2p topic and its own bus subscriber, which also
+//! receives every snapshot request made by other subscribers (upstream's snapshot hook).
+
+pub mod manage;
+mod publisher;
+mod receiver;
+mod server;
+
+use serde::Deserialize;
+use serde_json::Value;
+use threatbus_core::config::{ConfigError, lenient_string, parse_section, port};
+use threatbus_core::{App, BoxFuture, BusHandle, PluginError, Shutdown};
+
+/// Settings of `plugins.apps.zmq`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ZmqConfig {
+    /// Address all three sockets bind to, e.g. `127.0.0.1`, `0.0.0.0` or `::1`.
+    #[serde(deserialize_with = "lenient_string")]
+    pub host: String,
+    /// Port of the management (REQ/REP) socket; conventionally 13370.
+    #[serde(deserialize_with = "port")]
+    pub manage: u16,
+    /// Port of the socket apps receive from (PUB); conventionally 13371.
+    #[serde(rename = "pub", deserialize_with = "port")]
+    pub pub_port: u16,
+    /// Port of the socket apps publish to (SUB); conventionally 13372.
+    #[serde(rename = "sub", deserialize_with = "port")]
+    pub sub_port: u16,
+    /// Largest message accepted on the manage and sub sockets, in bytes. A peer that sends a
+    /// larger one is disconnected by ZeroMQ (and reconnects). Default 1 MiB.
+    #[serde(default = "default_max_message_size")]
+    pub max_message_size: i64,
+    /// Per-app send buffer of the pub socket, in messages (ZeroMQ's high-water mark). When an app
+    /// reads slower than the bus publishes, frames beyond this are dropped by ZeroMQ for that
+    /// app only. Default 10000.
+    #[serde(default = "default_hwm")]
+    pub send_hwm: i32,
+    /// Receive buffer of the sub socket, in messages (ZeroMQ's high-water mark). When apps
+    /// publish faster than the bus takes messages in, ZeroMQ buffers up to this many; beyond it
+    /// the publishing app's own send buffer fills and its ZeroMQ drops. Default 10000.
+    #[serde(default = "default_hwm")]
+    pub receive_hwm: i32,
+    /// Forget a subscription that has sent no heartbeat (and no other request) for this many
+    /// seconds. Off by default, like upstream: apps that never send heartbeats keep working.
+    #[serde(default)]
+    pub subscription_timeout: Option<u64>,
+}
+
+fn default_max_message_size() -> i64 {
+    1024 * 1024
+}
+
+fn default_hwm() -> i32 {
+    10_000
+}
+
+impl ZmqConfig {
+    /// Reads and validates the section.
+    pub fn from_section(section: &Value) -> Result<Self, ConfigError> {
+        const KEY: &str = "plugins.apps.zmq";
+        let config: Self = parse_section(KEY, section)?;
+        if config.host.trim().is_empty() {
+            return Err(ConfigError::new(format!("{KEY}.host"), "must not be empty"));
+        }
+        if config.host.contains(['/', ' ', '[', ']']) {
+            return Err(ConfigError::new(
+                format!("{KEY}.host"),
+                format!("expected a host name or IP address, got {:?}", config.host),
+            ));
+        }
+        let ports = [
+            ("manage", config.manage),
+            ("pub", config.pub_port),
+            ("sub", config.sub_port),
+        ];
+        for (i, (a, pa)) in ports.iter().enumerate() {
+            for (b, pb) in &ports[i + 1..] {
+                if pa == pb && *pa != 0 {
+                    return Err(ConfigError::new(
+                        KEY,
+                        format!("`{a}` and `{b}` must be different ports, both are {pa}"),
+                    ));
+                }
+            }
+        }
+        if config.max_message_size < 1024 {
+            return Err(ConfigError::new(
+                format!("{KEY}.max_message_size"),
+                format!("must be at least 1024 bytes, got {}", config.max_message_size),
+            ));
+        }
+        for (name, hwm) in [("send_hwm", config.send_hwm), ("receive_hwm", config.receive_hwm)] {
+            if hwm < 1 {
+                return Err(ConfigError::new(
+                    format!("{KEY}.{name}"),
+                    format!("must be at least 1, got {hwm}"),
+                ));
+            }
+        }
+        if config.subscription_timeout == Some(0) {
+            return Err(ConfigError::new(
+                format!("{KEY}.subscription_timeout"),
+                "must be at least 1 second, got 0",
+            ));
+        }
+        Ok(config)
+    }
+
+    /// `tcp://host:port`, with brackets around IPv6 addresses.
+    fn endpoint(&self, port: u16) -> String {
+        if self.is_ipv6() {
+            format!("tcp://[{}]:{port}", self.host)
+        } else {
+            format!("tcp://{}:{port}", self.host)
+        }
+    }
+
+    fn is_ipv6(&self) -> bool {
+        self.host.contains(':')
+    }
+}
+
+/// The ZeroMQ app.
+#[derive(Debug)]
+pub struct ZmqApp {
+    config: ZmqConfig,
+}
+
+impl ZmqApp {
+    /// Builds the app from its config section; no socket is touched yet.
+    pub fn build(section: &Value) -> Result<Self, ConfigError> {
+        Ok(Self {
+            config: ZmqConfig::from_section(section)?,
+        })
+    }
+}
+
+impl App for ZmqApp {
+    fn name(&self) -> &'static str {
+        "zmq"
+    }
+
+    fn run(self: Box<Self>, bus: BusHandle, shutdown: Shutdown) -> BoxFuture<Result<(), PluginError>> {
+        Box::pin(server::run(self.config, bus, shutdown))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn config_requires_upstream_keys_and_names_bad_values() {
+        let ok = ZmqConfig::from_section(&json!({"host": "127.0.0.1", "manage": 13370, "pub": 13371, "sub": 13372})).unwrap();
+        assert_eq!((ok.manage, ok.pub_port, ok.sub_port), (13370, 13371, 13372));
+        assert_eq!(ok.endpoint(1), "tcp://127.0.0.1:1");
+        let v6 = ZmqConfig::from_section(&json!({"host": "::1", "manage": 1, "pub": 2, "sub": 3})).unwrap();
+        assert_eq!(v6.endpoint(1), "tcp://[::1]:1");
+
+        let err = ZmqConfig::from_section(&json!({"host": "127.0.0.1", "manage": "abc", "pub": 1, "sub": 2})).unwrap_err();
+        assert_eq!(err.key, "plugins.apps.zmq.manage");
+        assert!(err.message.contains("abc"), "{err}");
+        let err = ZmqConfig::from_section(&json!({"host": "127.0.0.1", "pub": 1, "sub": 2})).unwrap_err();
+        assert!(err.to_string().contains("manage"), "{err}");
+        let err = ZmqConfig::from_section(&json!({"host": "127.0.0.1", "manage": 1, "pub": 1, "sub": 2})).unwrap_err();
+        assert!(err.to_string().contains("different"), "{err}");
+        let err = ZmqConfig::from_section(&json!({"host": "127.0.0.1", "manage": 1, "pub": 2, "sub": 3, "bogus": 1})).unwrap_err();
+        assert!(err.to_string().contains("bogus"), "{err}");
+        let err = ZmqConfig::from_section(&Value::Null).unwrap_err();
+        assert!(err.to_string().contains("host"), "{err}");
+    }
+}

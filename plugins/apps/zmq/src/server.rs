@@ -1,0 +1,288 @@
+//! Binds the three sockets, runs the manage and receive threads and the publisher task, and
+//! stops them in order on shutdown.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use jiff::SignedDuration;
+use rand::Rng;
+use threatbus_core::queue::{SubscriberId, SubscriberOptions};
+use threatbus_core::{BusError, BusHandle, PluginError, Shutdown};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::manage::{self, Request, Status};
+use crate::{ZmqConfig, publisher, receiver};
+
+/// How often the socket threads look at the shutdown token.
+pub(crate) const POLL_INTERVAL_MS: i32 = 100;
+/// How long closing sockets may wait for unsent frames.
+const LINGER_MS: i32 = 500;
+
+pub(crate) async fn run(config: ZmqConfig, bus: BusHandle, shutdown: Shutdown) -> Result<(), PluginError> {
+    let context = zmq::Context::new();
+    let sockets = Sockets::bind(&context, &config).map_err(PluginError)?;
+    tracing::info!(
+        manage = %config.endpoint(sockets.manage_port),
+        r#pub = %config.endpoint(sockets.pub_port),
+        sub = %config.endpoint(sockets.sub_port),
+        "ZeroMQ app listening"
+    );
+    let (failures_tx, mut failures) = mpsc::unbounded_channel::<String>();
+    let (frames_tx, frames_rx) = mpsc::channel(publisher::FRAME_QUEUE);
+
+    let publisher = tokio::spawn(publisher::run(sockets.publish, frames_rx, shutdown.stop.clone()));
+    let manager = Manager {
+        bus: bus.clone(),
+        runtime: tokio::runtime::Handle::current(),
+        frames: frames_tx,
+        pub_port: sockets.pub_port,
+        sub_port: sockets.sub_port,
+        timeout: config.subscription_timeout.map(Duration::from_secs),
+        subscriptions: HashMap::new(),
+    };
+    let threads = [
+        spawn_thread("zmq-manage", failures_tx.clone(), {
+            let (socket, stop) = (sockets.manage, shutdown.stop_input.clone());
+            move || manage_loop(socket, manager, stop)
+        }),
+        spawn_thread("zmq-receive", failures_tx, {
+            let (socket, stop) = (sockets.receive, shutdown.stop_input.clone());
+            move || receiver::run(socket, bus, stop)
+        }),
+    ];
+
+    let mut result = Ok(());
+    tokio::select! {
+        _ = shutdown.stop.cancelled() => {}
+        Some(failure) = failures.recv() => {
+            result = Err(PluginError(failure));
+            shutdown.stop_input.cancel();
+        }
+    }
+    let _ = publisher.await;
+    let _ = tokio::task::spawn_blocking(move || {
+        for thread in threads.into_iter().flatten() {
+            let _ = thread.join();
+        }
+        // Waits up to the sockets' linger time for unsent frames.
+        drop(context);
+    })
+    .await;
+    tracing::debug!("ZeroMQ app stopped");
+    result
+}
+
+/// Starts a socket thread; its error, if any, ends the app.
+fn spawn_thread(
+    name: &str,
+    failures: mpsc::UnboundedSender<String>,
+    body: impl FnOnce() -> Result<(), String> + Send + 'static,
+) -> Option<JoinHandle<()>> {
+    let reporter = failures.clone();
+    let spawned = std::thread::Builder::new().name(name.to_owned()).spawn(move || {
+        if let Err(err) = body() {
+            let _ = reporter.send(err);
+        }
+    });
+    spawned
+        .map_err(|err| failures.send(format!("cannot start thread {name}: {err}")))
+        .ok()
+}
+
+struct Sockets {
+    manage: zmq::Socket,
+    publish: zmq::Socket,
+    receive: zmq::Socket,
+    manage_port: u16,
+    pub_port: u16,
+    sub_port: u16,
+}
+
+impl Sockets {
+    fn bind(context: &zmq::Context, config: &ZmqConfig) -> Result<Self, String> {
+        let open = |kind: zmq::SocketType, name: &str, port: u16| -> Result<(zmq::Socket, u16), String> {
+            let endpoint = config.endpoint(port);
+            let fail = |err: zmq::Error| format!("plugins.apps.zmq: cannot bind the {name} socket to {endpoint}: {err}");
+            let socket = context.socket(kind).map_err(fail)?;
+            socket.set_linger(LINGER_MS).map_err(fail)?;
+            socket.set_ipv6(config.is_ipv6()).map_err(fail)?;
+            socket.bind(&endpoint).map_err(fail)?;
+            let bound = socket
+                .get_last_endpoint()
+                .ok()
+                .and_then(Result::ok)
+                .and_then(|e| e.rsplit(':').next().and_then(|p| p.parse().ok()))
+                .unwrap_or(port);
+            Ok((socket, bound))
+        };
+        let configure = |name: &str, result: zmq::Result<()>| {
+            result.map_err(|err| format!("plugins.apps.zmq: cannot configure the {name} socket: {err}"))
+        };
+        let (manage, manage_port) = open(zmq::REP, "manage", config.manage)?;
+        configure("manage", manage.set_rcvtimeo(POLL_INTERVAL_MS))?;
+        configure("manage", manage.set_sndtimeo(1000))?;
+        configure("manage", manage.set_maxmsgsize(config.max_message_size))?;
+        let (publish, pub_port) = open(zmq::PUB, "pub", config.pub_port)?;
+        configure("pub", publish.set_sndhwm(config.send_hwm))?;
+        let (receive, sub_port) = open(zmq::SUB, "sub", config.sub_port)?;
+        configure("sub", receive.set_rcvtimeo(POLL_INTERVAL_MS))?;
+        configure("sub", receive.set_rcvhwm(config.receive_hwm))?;
+        configure("sub", receive.set_maxmsgsize(config.max_message_size))?;
+        for prefix in receiver::SUBSCRIBED_PREFIXES {
+            configure("sub", receive.set_subscribe(prefix.as_bytes()))?;
+        }
+        Ok(Self {
+            manage,
+            publish,
+            receive,
+            manage_port,
+            pub_port,
+            sub_port,
+        })
+    }
+}
+
+/// Serves management requests until `stop` fires.
+fn manage_loop(socket: zmq::Socket, mut manager: Manager, stop: CancellationToken) -> Result<(), String> {
+    while !stop.is_cancelled() {
+        manager.expire_silent_subscriptions();
+        let payload = match socket.recv_bytes(0) {
+            Ok(payload) => payload,
+            Err(zmq::Error::EAGAIN) | Err(zmq::Error::EINTR) => continue,
+            Err(zmq::Error::ETERM) => break,
+            Err(err) => return Err(format!("ZeroMQ manage socket failed: {err}")),
+        };
+        // Extra parts of a multi-part request are ignored; the reply answers the first.
+        while socket.get_rcvmore().unwrap_or(false) {
+            let _ = socket.recv_bytes(0);
+        }
+        let reply = manager.handle(&payload);
+        if let Err(err) = socket.send(reply.as_bytes(), 0) {
+            tracing::warn!(error = %err, "could not send a management reply");
+        }
+    }
+    Ok(())
+}
+
+/// One p2p subscription.
+struct Subscription {
+    id: SubscriberId,
+    topics: Vec<String>,
+    last_seen: Instant,
+}
+
+/// The manage thread's state: p2p topic → subscription.
+struct Manager {
+    bus: BusHandle,
+    runtime: tokio::runtime::Handle,
+    frames: mpsc::Sender<publisher::Frame>,
+    pub_port: u16,
+    sub_port: u16,
+    timeout: Option<Duration>,
+    subscriptions: HashMap<String, Subscription>,
+}
+
+impl Manager {
+    fn handle(&mut self, payload: &[u8]) -> String {
+        match manage::decode(payload) {
+            Err(status) => {
+                tracing::debug!(request = %String::from_utf8_lossy(&payload[..payload.len().min(200)]), reply = ?status, "rejected management request");
+                status.to_json()
+            }
+            Ok(Request::Subscribe {
+                topics,
+                snapshot_days,
+            }) => self.subscribe(topics, snapshot_days).unwrap_or_else(|err| {
+                tracing::warn!(error = %err, "subscription failed");
+                Status::Error.to_json()
+            }),
+            Ok(Request::Unsubscribe { p2p_topic }) => match self.subscriptions.remove(&p2p_topic) {
+                Some(subscription) => {
+                    let _ = self.bus.blocking_remove_subscriber(subscription.id);
+                    tracing::info!(p2p_topic, topics = ?subscription.topics, "ZeroMQ app unsubscribed");
+                    Status::Success.to_json()
+                }
+                None => {
+                    tracing::debug!(p2p_topic, "unsubscribe for an unknown p2p topic");
+                    Status::Error.to_json()
+                }
+            },
+            Ok(Request::Heartbeat { p2p_topic }) => match self.subscriptions.get_mut(&p2p_topic) {
+                Some(subscription) => {
+                    subscription.last_seen = Instant::now();
+                    Status::Success.to_json()
+                }
+                None => {
+                    tracing::debug!(p2p_topic, "heartbeat for an unknown p2p topic");
+                    Status::Error.to_json()
+                }
+            },
+        }
+    }
+
+    fn subscribe(&mut self, topics: Vec<String>, snapshot_days: i64) -> Result<String, BusError> {
+        let snapshot = match snapshot_days {
+            0 => None,
+            days => Some(
+                days.checked_mul(86_400)
+                    .map(SignedDuration::from_secs)
+                    .ok_or(BusError::Stopped)?,
+            ),
+        };
+        let p2p_topic = self.fresh_p2p_topic();
+        let receiver = self.bus.blocking_add_subscriber(SubscriberOptions {
+            label: p2p_topic.clone(),
+            snapshot_requests: true,
+        })?;
+        let id = receiver.id;
+        self.runtime.spawn(publisher::forward(
+            receiver,
+            Arc::from(p2p_topic.as_str()),
+            self.frames.clone(),
+        ));
+        if let Err(err) = self.bus.blocking_subscribe(id, topics.clone(), snapshot) {
+            let _ = self.bus.blocking_remove_subscriber(id);
+            return Err(err);
+        }
+        tracing::info!(p2p_topic, ?topics, snapshot_days, "ZeroMQ app subscribed");
+        self.subscriptions.insert(
+            p2p_topic.clone(),
+            Subscription {
+                id,
+                topics,
+                last_seen: Instant::now(),
+            },
+        );
+        Ok(manage::subscribed_reply(&p2p_topic, self.pub_port, self.sub_port))
+    }
+
+    /// 32 random lower-case letters, unique among current subscriptions.
+    fn fresh_p2p_topic(&self) -> String {
+        let mut rng = rand::rng();
+        loop {
+            let topic: String = (0..32).map(|_| char::from(rng.random_range(b'a'..=b'z'))).collect();
+            if !self.subscriptions.contains_key(&topic) {
+                return topic;
+            }
+        }
+    }
+
+    fn expire_silent_subscriptions(&mut self) {
+        let Some(timeout) = self.timeout else { return };
+        let expired: Vec<String> = self
+            .subscriptions
+            .iter()
+            .filter(|(_, s)| s.last_seen.elapsed() > timeout)
+            .map(|(topic, _)| topic.clone())
+            .collect();
+        for p2p_topic in expired {
+            if let Some(subscription) = self.subscriptions.remove(&p2p_topic) {
+                let _ = self.bus.blocking_remove_subscriber(subscription.id);
+                tracing::info!(p2p_topic, timeout_secs = timeout.as_secs(), "ZeroMQ subscription expired: no heartbeat");
+            }
+        }
+    }
+}
