@@ -31,22 +31,34 @@ impl BusHandle {
     /// bus is at capacity.
     pub async fn publish(&self, message: Message) -> Result<(), BusError> {
         Stats::bump(&self.stats.published[message.body().topic_index()]);
-        self.outbound.send(message).await.map_err(|_| BusError::Stopped)
+        self.outbound
+            .send(message)
+            .await
+            .map_err(|_| BusError::Stopped)
     }
 
     /// [`BusHandle::publish`] for threads outside the runtime.
     pub fn blocking_publish(&self, message: Message) -> Result<(), BusError> {
         Stats::bump(&self.stats.published[message.body().topic_index()]);
-        self.outbound.blocking_send(message).map_err(|_| BusError::Stopped)
+        self.outbound
+            .blocking_send(message)
+            .map_err(|_| BusError::Stopped)
     }
 
     /// Creates a subscriber with an empty topic set and returns its queue.
-    pub async fn add_subscriber(&self, options: SubscriberOptions) -> Result<SubscriberReceiver, BusError> {
-        self.request(|reply| Command::AddSubscriber { options, reply }).await
+    pub async fn add_subscriber(
+        &self,
+        options: SubscriberOptions,
+    ) -> Result<SubscriberReceiver, BusError> {
+        self.request(|reply| Command::AddSubscriber { options, reply })
+            .await
     }
 
     /// [`BusHandle::add_subscriber`] for threads outside the runtime.
-    pub fn blocking_add_subscriber(&self, options: SubscriberOptions) -> Result<SubscriberReceiver, BusError> {
+    pub fn blocking_add_subscriber(
+        &self,
+        options: SubscriberOptions,
+    ) -> Result<SubscriberReceiver, BusError> {
         self.blocking_request(|reply| Command::AddSubscriber { options, reply })
     }
 
@@ -60,7 +72,13 @@ impl BusHandle {
         topics: Vec<String>,
         snapshot: Option<SignedDuration>,
     ) -> Result<Option<String>, BusError> {
-        self.request(|reply| Command::Subscribe { id, topics, snapshot, reply }).await?
+        self.request(|reply| Command::Subscribe {
+            id,
+            topics,
+            snapshot,
+            reply,
+        })
+        .await?
     }
 
     /// [`BusHandle::subscribe`] for threads outside the runtime.
@@ -70,22 +88,33 @@ impl BusHandle {
         topics: Vec<String>,
         snapshot: Option<SignedDuration>,
     ) -> Result<Option<String>, BusError> {
-        self.blocking_request(|reply| Command::Subscribe { id, topics, snapshot, reply })?
+        self.blocking_request(|reply| Command::Subscribe {
+            id,
+            topics,
+            snapshot,
+            reply,
+        })?
     }
 
     /// Removes `topics` from the subscriber's topic set.
     pub async fn unsubscribe(&self, id: SubscriberId, topics: Vec<String>) -> Result<(), BusError> {
-        self.request(|reply| Command::Unsubscribe { id, topics, reply }).await?
+        self.request(|reply| Command::Unsubscribe { id, topics, reply })
+            .await?
     }
 
     /// [`BusHandle::unsubscribe`] for threads outside the runtime.
-    pub fn blocking_unsubscribe(&self, id: SubscriberId, topics: Vec<String>) -> Result<(), BusError> {
+    pub fn blocking_unsubscribe(
+        &self,
+        id: SubscriberId,
+        topics: Vec<String>,
+    ) -> Result<(), BusError> {
         self.blocking_request(|reply| Command::Unsubscribe { id, topics, reply })?
     }
 
     /// Removes the subscriber with all its topics and pending snapshots; its queue closes.
     pub async fn remove_subscriber(&self, id: SubscriberId) -> Result<(), BusError> {
-        self.request(|reply| Command::RemoveSubscriber { id, reply }).await?
+        self.request(|reply| Command::RemoveSubscriber { id, reply })
+            .await?
     }
 
     /// [`BusHandle::remove_subscriber`] for threads outside the runtime.
@@ -98,15 +127,26 @@ impl BusHandle {
         &self.stats
     }
 
-    async fn request<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, BusError> {
+    async fn request<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, BusError> {
         let (reply, answer) = oneshot::channel();
-        self.router.send(make(reply)).await.map_err(|_| BusError::Stopped)?;
+        self.router
+            .send(make(reply))
+            .await
+            .map_err(|_| BusError::Stopped)?;
         answer.await.map_err(|_| BusError::Stopped)
     }
 
-    fn blocking_request<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, BusError> {
+    fn blocking_request<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, BusError> {
         let (reply, answer) = oneshot::channel();
-        self.router.blocking_send(make(reply)).map_err(|_| BusError::Stopped)?;
+        self.router
+            .blocking_send(make(reply))
+            .map_err(|_| BusError::Stopped)?;
         answer.blocking_recv().map_err(|_| BusError::Stopped)
     }
 
@@ -214,7 +254,10 @@ impl Bus {
             }
         }
         if !tasks.is_empty() {
-            tracing::warn!(remaining = tasks.len(), "shutdown deadline passed: aborting plugins");
+            tracing::warn!(
+                remaining = tasks.len(),
+                "shutdown deadline passed: aborting plugins"
+            );
             tasks.abort_all();
         }
         stop_router.cancel();
@@ -235,7 +278,10 @@ async fn drain(handle: &BusHandle, deadline: Instant) {
             return;
         }
         if Instant::now() >= deadline {
-            tracing::warn!(in_flight, "shutdown deadline passed with messages still queued");
+            tracing::warn!(
+                in_flight,
+                "shutdown deadline passed with messages still queued"
+            );
             return;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -243,7 +289,9 @@ async fn drain(handle: &BusHandle, deadline: Instant) {
 }
 
 /// A plugin task ended before shutdown: always a failure, since plugins run until told to stop.
-fn task_failure(joined: Result<(TaskName, Result<(), PluginError>), tokio::task::JoinError>) -> BusError {
+fn task_failure(
+    joined: Result<(TaskName, Result<(), PluginError>), tokio::task::JoinError>,
+) -> BusError {
     finished(joined).unwrap_or_else(|| BusError::PluginFailed {
         kind: "plugin",
         name: "unknown".into(),
@@ -252,7 +300,9 @@ fn task_failure(joined: Result<(TaskName, Result<(), PluginError>), tokio::task:
 }
 
 /// Logs how a plugin task ended; `Some` if it failed.
-fn finished(joined: Result<(TaskName, Result<(), PluginError>), tokio::task::JoinError>) -> Option<BusError> {
+fn finished(
+    joined: Result<(TaskName, Result<(), PluginError>), tokio::task::JoinError>,
+) -> Option<BusError> {
     match joined {
         Ok((name, Ok(()))) => {
             tracing::debug!(kind = name.kind, name = name.name, "stopped");

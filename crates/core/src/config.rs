@@ -6,8 +6,8 @@
 
 use std::time::Duration;
 
-use serde::de::{self, DeserializeOwned, Deserializer};
 use serde::Deserialize;
+use serde::de::{self, DeserializeOwned, Deserializer};
 use serde_json::Value;
 use thiserror::Error;
 
@@ -170,7 +170,8 @@ mod tests {
         assert!(err.message.contains("explode"), "{err}");
         let err = parse_section::<BusConfig>("bus", &json!({"queue_size": 5})).unwrap_err();
         assert!(err.to_string().contains("queue_size"), "{err}");
-        let ok: BusConfig = parse_section("bus", &json!({"queue_capacity": "5", "when_full": "block"})).unwrap();
+        let ok: BusConfig =
+            parse_section("bus", &json!({"queue_capacity": "5", "when_full": "block"})).unwrap();
         assert_eq!((ok.queue_capacity, ok.when_full), (5, WhenFull::Block));
     }
 
@@ -182,9 +183,23 @@ mod tests {
 
     #[test]
     fn ports_accept_numbers_and_numeric_strings_only() {
-        assert_eq!(parse_section::<Ports>("x", &json!({"p": 13370})).unwrap().p, 13370);
-        assert_eq!(parse_section::<Ports>("x", &json!({"p": "13370"})).unwrap().p, 13370);
-        for bad in [json!("abc"), json!(70000), json!(-1), json!(1.5), json!(null)] {
+        assert_eq!(
+            parse_section::<Ports>("x", &json!({"p": 13370})).unwrap().p,
+            13370
+        );
+        assert_eq!(
+            parse_section::<Ports>("x", &json!({"p": "13370"}))
+                .unwrap()
+                .p,
+            13370
+        );
+        for bad in [
+            json!("abc"),
+            json!(70000),
+            json!(-1),
+            json!(1.5),
+            json!(null),
+        ] {
             let err = parse_section::<Ports>("x", &json!({ "p": bad })).unwrap_err();
             assert_eq!(err.key, "x.p");
             assert!(err.message.contains(&bad.to_string()), "{err}");

@@ -115,7 +115,10 @@ pub enum DecodeError {
     #[error("unexpected message type {0:?}")]
     UnexpectedType(String),
     #[error("{kind}: missing or invalid `{key}`")]
-    Field { kind: &'static str, key: &'static str },
+    Field {
+        kind: &'static str,
+        key: &'static str,
+    },
 }
 
 impl Message {
@@ -254,7 +257,12 @@ fn decode_envelope(mut map: Map<String, Value>) -> Result<Message, DecodeError> 
     let (snapshot_type, snapshot_id) = decode_common(&map, KIND)?;
     let body = match map.remove("body") {
         Some(body @ Value::Object(_)) => Message::from_stix(StixObject::from_value(body)?),
-        _ => return Err(DecodeError::Field { kind: KIND, key: "body" }),
+        _ => {
+            return Err(DecodeError::Field {
+                kind: KIND,
+                key: "body",
+            });
+        }
     };
     Ok(Message::new(Body::SnapshotEnvelope(SnapshotEnvelope {
         snapshot_type,
@@ -352,7 +360,9 @@ mod tests {
             br#"{"snapshot": 3712417.9, "snapshot_id": "SNAPSHOT_UUID", "snapshot_type": 2, "type": "snapshotrequest"}"#,
         )
         .unwrap();
-        let Body::SnapshotRequest(request) = decoded.body() else { panic!("not a request") };
+        let Body::SnapshotRequest(request) = decoded.body() else {
+            panic!("not a request")
+        };
         assert_eq!(request.snapshot.as_millis(), 3_712_417_900);
         assert_eq!(json_of(&decoded)["snapshot"], 3712417);
         let negative = Message::from_json(
@@ -383,7 +393,9 @@ mod tests {
             let message = Message::from_json(value.to_string().as_bytes()).unwrap();
             assert_eq!(json_of(&message), value);
             assert_eq!(message.topic(), "threatbus/snapshotenvelope");
-            let Body::SnapshotEnvelope(envelope) = message.body() else { panic!("not an envelope") };
+            let Body::SnapshotEnvelope(envelope) = message.body() else {
+                panic!("not an envelope")
+            };
             assert_eq!(json_of(&envelope.body), body);
             assert_eq!(Message::from_json(message.json()).unwrap(), message);
         }
@@ -393,7 +405,10 @@ mod tests {
     fn sighting_context_and_nested_indicator_survive() {
         let message = Message::from_stix_json(sighting().to_string().as_bytes()).unwrap();
         let out = json_of(&message);
-        assert_eq!(out["x_threatbus_sighting_context"], sighting()["x_threatbus_sighting_context"]);
+        assert_eq!(
+            out["x_threatbus_sighting_context"],
+            sighting()["x_threatbus_sighting_context"]
+        );
         assert_eq!(out["x_threatbus_indicator"], indicator());
         assert_eq!(out["x_threatbus_source"], "VAST");
         assert_eq!(message.topic(), "stix2/sighting");
@@ -411,7 +426,12 @@ mod tests {
             assert!(Message::from_value(bad.clone()).is_err(), "{bad} accepted");
         }
         assert!(Message::from_envelope_json(indicator().to_string().as_bytes()).is_err());
-        assert!(Message::from_stix_json(br#"{"type":"snapshotrequest","snapshot_type":1,"snapshot_id":"a","snapshot":1}"#).is_err());
+        assert!(
+            Message::from_stix_json(
+                br#"{"type":"snapshotrequest","snapshot_type":1,"snapshot_id":"a","snapshot":1}"#
+            )
+            .is_err()
+        );
     }
 
     #[test]

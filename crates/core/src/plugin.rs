@@ -39,7 +39,11 @@ pub trait App: Send + 'static {
     fn name(&self) -> &'static str;
 
     /// Binds, serves and returns after `shutdown.stop` (or with an error if it cannot run).
-    fn run(self: Box<Self>, bus: BusHandle, shutdown: Shutdown) -> BoxFuture<Result<(), PluginError>>;
+    fn run(
+        self: Box<Self>,
+        bus: BusHandle,
+        shutdown: Shutdown,
+    ) -> BoxFuture<Result<(), PluginError>>;
 }
 
 /// A backbone carries messages between bus instances: it takes every message local apps

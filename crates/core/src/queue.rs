@@ -108,7 +108,12 @@ impl SubscriberQueue {
     }
 
     /// Hands `message` to the subscriber according to `policy`.
-    pub(crate) async fn offer(&mut self, id: SubscriberId, message: &Message, policy: WhenFull) -> Offer {
+    pub(crate) async fn offer(
+        &mut self,
+        id: SubscriberId,
+        message: &Message,
+        policy: WhenFull,
+    ) -> Offer {
         let result = match policy {
             WhenFull::DropNewest => match self.tx.try_send(message.clone()) {
                 Ok(()) => Offer::Delivered,

@@ -92,7 +92,11 @@ pub(crate) struct Router {
 }
 
 impl Router {
-    pub(crate) fn new(config: BusConfig, stats: Arc<Stats>, outbound: mpsc::Sender<Message>) -> Self {
+    pub(crate) fn new(
+        config: BusConfig,
+        stats: Arc<Stats>,
+        outbound: mpsc::Sender<Message>,
+    ) -> Self {
         Self {
             config,
             stats,
@@ -107,7 +111,11 @@ impl Router {
     }
 
     /// Serves commands until `stop` fires or every sender is gone.
-    pub(crate) async fn run(mut self, mut commands: mpsc::Receiver<Command>, stop: CancellationToken) {
+    pub(crate) async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        stop: CancellationToken,
+    ) {
         let mut sweep = tokio::time::interval(std::time::Duration::from_secs(30));
         loop {
             tokio::select! {
@@ -135,7 +143,8 @@ impl Router {
                 if options.snapshot_requests {
                     self.snapshot_listeners.push(id);
                 }
-                let (queue, receiver) = SubscriberQueue::new(id, options, self.config.queue_capacity);
+                let (queue, receiver) =
+                    SubscriberQueue::new(id, options, self.config.queue_capacity);
                 self.subscribers.insert(
                     id,
                     Subscriber {
@@ -293,17 +302,15 @@ impl Router {
                     }
                 }
             }
-            Body::SnapshotEnvelope(envelope) => {
-                match self.pending.get(&envelope.snapshot_id) {
-                    Some(pending) if pending.expires > Instant::now() => {
-                        requester_delivery = Some((pending.requester, envelope.body.clone()));
-                    }
-                    _ => {
-                        Stats::bump(&self.stats.snapshot_unknown);
-                        tracing::debug!(snapshot_id = %envelope.snapshot_id, "envelope for a snapshot id this instance did not request (or that expired)");
-                    }
+            Body::SnapshotEnvelope(envelope) => match self.pending.get(&envelope.snapshot_id) {
+                Some(pending) if pending.expires > Instant::now() => {
+                    requester_delivery = Some((pending.requester, envelope.body.clone()));
                 }
-            }
+                _ => {
+                    Stats::bump(&self.stats.snapshot_unknown);
+                    tracing::debug!(snapshot_id = %envelope.snapshot_id, "envelope for a snapshot id this instance did not request (or that expired)");
+                }
+            },
             Body::Indicator(_) | Body::Sighting(_) => {}
         }
         for id in &targets {
@@ -323,7 +330,11 @@ impl Router {
             Stats::bump(&self.stats.dropped_subscriber_gone);
             return false;
         };
-        match subscriber.queue.offer(id, message, self.config.when_full).await {
+        match subscriber
+            .queue
+            .offer(id, message, self.config.when_full)
+            .await
+        {
             Offer::Delivered => {
                 Stats::bump(&self.stats.delivered);
                 true
@@ -353,7 +364,13 @@ mod tests {
         assert_eq!(snapshot_types("stix2/sighting"), &[Sighting]);
         assert_eq!(snapshot_types("stix2/indicator"), &[Indicator]);
         assert_eq!(snapshot_types("my/indicator"), &[Indicator]);
-        for none in ["", "threatbus/snapshotrequest", "stix2/indicator/", "TOPIC", "stix"] {
+        for none in [
+            "",
+            "threatbus/snapshotrequest",
+            "stix2/indicator/",
+            "TOPIC",
+            "stix",
+        ] {
             assert!(snapshot_types(none).is_empty(), "{none}");
         }
     }

@@ -41,7 +41,11 @@ impl App for Probe {
     fn name(&self) -> &'static str {
         "probe"
     }
-    fn run(self: Box<Self>, bus: BusHandle, shutdown: Shutdown) -> BoxFuture<Result<(), PluginError>> {
+    fn run(
+        self: Box<Self>,
+        bus: BusHandle,
+        shutdown: Shutdown,
+    ) -> BoxFuture<Result<(), PluginError>> {
         Box::pin(async move {
             let _ = self.0.send(bus);
             shutdown.stop.cancelled().await;
@@ -102,7 +106,10 @@ fn sighting() -> Message {
 }
 
 async fn subscriber(bus: &BusHandle, topics: &[&str]) -> SubscriberReceiver {
-    let rx = bus.add_subscriber(SubscriberOptions::default()).await.unwrap();
+    let rx = bus
+        .add_subscriber(SubscriberOptions::default())
+        .await
+        .unwrap();
     bus.subscribe(rx.id, topics.iter().map(|t| t.to_string()).collect(), None)
         .await
         .unwrap();
@@ -122,7 +129,11 @@ async fn assert_nothing_more(bus: &BusHandle, rx: &mut SubscriberReceiver) {
     bus.publish(indicator(999_999)).await.unwrap();
     recv(&mut marker_rx).await;
     while let Some(extra) = rx.try_recv() {
-        assert_eq!(json_of(&extra)["x_seq"], 999_999, "unexpected extra message {extra:?}");
+        assert_eq!(
+            json_of(&extra)["x_seq"],
+            999_999,
+            "unexpected extra message {extra:?}"
+        );
     }
 }
 
@@ -156,17 +167,32 @@ async fn overlapping_topics_deliver_once_and_unsubscribe_stops_delivery() {
     r.bus.publish(indicator(1)).await.unwrap();
     recv(&mut rx).await;
     assert_nothing_more(&r.bus, &mut rx).await;
-    r.bus.unsubscribe(rx.id, vec!["stix2".into()]).await.unwrap();
+    r.bus
+        .unsubscribe(rx.id, vec!["stix2".into()])
+        .await
+        .unwrap();
     r.bus.publish(sighting()).await.unwrap();
     r.bus.publish(indicator(2)).await.unwrap();
-    assert_eq!(recv(&mut rx).await.topic(), "stix2/indicator", "still on stix2/indicator");
-    r.bus.unsubscribe(rx.id, vec!["stix2/indicator".into()]).await.unwrap();
+    assert_eq!(
+        recv(&mut rx).await.topic(),
+        "stix2/indicator",
+        "still on stix2/indicator"
+    );
+    r.bus
+        .unsubscribe(rx.id, vec!["stix2/indicator".into()])
+        .await
+        .unwrap();
     r.bus.publish(indicator(3)).await.unwrap();
     assert_nothing_more(&r.bus, &mut rx).await;
     r.bus.remove_subscriber(rx.id).await.unwrap();
     assert!(rx.recv().await.is_none(), "queue closes on removal");
     assert!(r.bus.remove_subscriber(rx.id).await.is_err());
-    assert!(r.bus.subscribe(rx.id, vec!["x".into()], None).await.is_err());
+    assert!(
+        r.bus
+            .subscribe(rx.id, vec!["x".into()], None)
+            .await
+            .is_err()
+    );
     r.shutdown.cancel();
     r.task.await.unwrap().unwrap();
 }
@@ -182,12 +208,27 @@ async fn snapshot_request_reaches_listeners_but_not_the_requester_and_answers_on
         label: label.into(),
         snapshot_requests: true,
     };
-    let mut answering = r.bus.add_subscriber(listener_options("answering")).await.unwrap();
-    r.bus.subscribe(answering.id, vec!["stix2/indicator".into()], None).await.unwrap();
-    let mut requester = r.bus.add_subscriber(listener_options("requester")).await.unwrap();
+    let mut answering = r
+        .bus
+        .add_subscriber(listener_options("answering"))
+        .await
+        .unwrap();
+    r.bus
+        .subscribe(answering.id, vec!["stix2/indicator".into()], None)
+        .await
+        .unwrap();
+    let mut requester = r
+        .bus
+        .add_subscriber(listener_options("requester"))
+        .await
+        .unwrap();
     let id = r
         .bus
-        .subscribe(requester.id, vec!["stix2/indicator".into()], Some(SignedDuration::from_hours(24 * 30)))
+        .subscribe(
+            requester.id,
+            vec!["stix2/indicator".into()],
+            Some(SignedDuration::from_hours(24 * 30)),
+        )
         .await
         .unwrap()
         .expect("a snapshot id");
@@ -232,18 +273,41 @@ async fn stix2_snapshot_asks_for_both_types_with_one_id_and_other_topics_ask_not
     let r = start(BusConfig::default()).await;
     let mut listener = r
         .bus
-        .add_subscriber(SubscriberOptions { label: "l".into(), snapshot_requests: true })
+        .add_subscriber(SubscriberOptions {
+            label: "l".into(),
+            snapshot_requests: true,
+        })
         .await
         .unwrap();
-    let requester = r.bus.add_subscriber(SubscriberOptions::default()).await.unwrap();
+    let requester = r
+        .bus
+        .add_subscriber(SubscriberOptions::default())
+        .await
+        .unwrap();
     let days = Some(SignedDuration::from_hours(24));
-    let none = r.bus.subscribe(requester.id, vec!["threatbus/x".into()], days).await.unwrap();
+    let none = r
+        .bus
+        .subscribe(requester.id, vec!["threatbus/x".into()], days)
+        .await
+        .unwrap();
     assert_eq!(none, None);
-    let zero = r.bus.subscribe(requester.id, vec!["stix2".into()], Some(SignedDuration::ZERO)).await.unwrap();
+    let zero = r
+        .bus
+        .subscribe(
+            requester.id,
+            vec!["stix2".into()],
+            Some(SignedDuration::ZERO),
+        )
+        .await
+        .unwrap();
     assert_eq!(zero, None);
     let id = r
         .bus
-        .subscribe(requester.id, vec!["stix2".into(), "stix2/indicator".into()], days)
+        .subscribe(
+            requester.id,
+            vec!["stix2".into(), "stix2/indicator".into()],
+            days,
+        )
         .await
         .unwrap()
         .unwrap();
@@ -269,13 +333,24 @@ async fn snapshot_ids_expire_and_die_with_their_subscriber() {
     let r = start(config).await;
     let mut listener = r
         .bus
-        .add_subscriber(SubscriberOptions { label: "l".into(), snapshot_requests: true })
+        .add_subscriber(SubscriberOptions {
+            label: "l".into(),
+            snapshot_requests: true,
+        })
         .await
         .unwrap();
-    let mut requester = r.bus.add_subscriber(SubscriberOptions::default()).await.unwrap();
+    let mut requester = r
+        .bus
+        .add_subscriber(SubscriberOptions::default())
+        .await
+        .unwrap();
     let id = r
         .bus
-        .subscribe(requester.id, vec!["stix2/sighting".into()], Some(SignedDuration::from_secs(60)))
+        .subscribe(
+            requester.id,
+            vec!["stix2/sighting".into()],
+            Some(SignedDuration::from_secs(60)),
+        )
         .await
         .unwrap()
         .unwrap();

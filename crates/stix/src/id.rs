@@ -33,7 +33,10 @@ impl StixId {
 
     /// A new random (version 4) identifier for `object_type`.
     pub fn new_random(object_type: &str) -> Self {
-        Self(Arc::from(format!("{object_type}--{}", uuid::Uuid::new_v4())))
+        Self(Arc::from(format!(
+            "{object_type}--{}",
+            uuid::Uuid::new_v4()
+        )))
     }
 
     /// The identifier as written.

@@ -83,7 +83,15 @@ mod tests {
 
     #[test]
     fn rejects_structurally_broken_patterns() {
-        for bad in ["", "Some string", "[]x]", "[a:b = 'c'", "[a:b = 'c]", "ipv4-addr:value = '1'", "()"] {
+        for bad in [
+            "",
+            "Some string",
+            "[]x]",
+            "[a:b = 'c'",
+            "[a:b = 'c]",
+            "ipv4-addr:value = '1'",
+            "()",
+        ] {
             assert!(check_stix_pattern(bad).is_err(), "{bad:?} accepted");
         }
     }

@@ -22,7 +22,9 @@ impl Timestamp {
         }
         let digits = match value[19..value.len() - 1].strip_prefix('.') {
             None if value.len() == 20 => 0,
-            Some(frac) if (1..=9).contains(&frac.len()) && frac.bytes().all(|b| b.is_ascii_digit()) => {
+            Some(frac)
+                if (1..=9).contains(&frac.len()) && frac.bytes().all(|b| b.is_ascii_digit()) =>
+            {
                 frac.len() as u8
             }
             _ => return Err("fractional seconds must be 1 to 9 digits".into()),
@@ -59,7 +61,7 @@ impl Timestamp {
         // The fewest digits that print the sub-second part exactly.
         let mut needed = 9u8;
         let mut nanos = self.instant.subsec_nanosecond().unsigned_abs();
-        while needed > 0 && nanos % 10 == 0 {
+        while needed > 0 && nanos.is_multiple_of(10) {
             nanos /= 10;
             needed -= 1;
         }

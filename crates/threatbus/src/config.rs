@@ -101,8 +101,9 @@ fn source_name(source: &Source) -> String {
 
 fn read_source(path: Option<&Path>) -> Result<(Source, String), ConfigError> {
     let read = |path: &Path| {
-        std::fs::read_to_string(path)
-            .map_err(|e| ConfigError::new("--config", format!("cannot read {}: {e}", path.display())))
+        std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::new("--config", format!("cannot read {}: {e}", path.display()))
+        })
     };
     if let Some(path) = path {
         let name = path.to_string_lossy();
@@ -182,17 +183,19 @@ pub fn parse_env_value(raw: &str) -> Value {
             return Value::from(int);
         }
         if text.contains(['.', 'e', 'E'])
-            && text.bytes().all(|b| b.is_ascii_digit() || b"+-.eE_".contains(&b))
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_digit() || b"+-.eE_".contains(&b))
             && let Ok(float) = digits.parse::<f64>()
             && let Some(number) = serde_json::Number::from_f64(float)
         {
             return Value::Number(number);
         }
     }
-    if text.starts_with('[') || text.starts_with('{') || text.starts_with('"') {
-        if let Ok(value) = serde_json::from_str(text) {
-            return value;
-        }
+    if (text.starts_with('[') || text.starts_with('{') || text.starts_with('"'))
+        && let Ok(value) = serde_json::from_str(text)
+    {
+        return value;
     }
     if text.len() >= 2 && text.starts_with('\'') && text.ends_with('\'') {
         return Value::String(text[1..text.len() - 1].to_owned());
@@ -206,9 +209,10 @@ fn validate(source: Source, root: Value) -> Result<Config, Vec<ConfigError>> {
         unreachable!("checked by load")
     };
     let mut errors = Vec::new();
-    let logging = parse_section::<LoggingConfig>("logging", root.get("logging").unwrap_or(&Value::Null))
-        .map_err(|e| errors.push(e))
-        .ok();
+    let logging =
+        parse_section::<LoggingConfig>("logging", root.get("logging").unwrap_or(&Value::Null))
+            .map_err(|e| errors.push(e))
+            .ok();
     let bus = parse_section::<BusConfig>("bus", root.get("bus").unwrap_or(&Value::Null))
         .map_err(|e| errors.push(e))
         .ok();
@@ -217,11 +221,17 @@ fn validate(source: Source, root: Value) -> Result<Config, Vec<ConfigError>> {
         match root.get("plugins").and_then(|p| p.get(kind)) {
             Some(Value::Object(map)) => map.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             Some(Value::Null) | None => {
-                errors.push(ConfigError::new(key, format!("missing: configure at least one of the {kind} plugins")));
+                errors.push(ConfigError::new(
+                    key,
+                    format!("missing: configure at least one of the {kind} plugins"),
+                ));
                 Vec::new()
             }
             Some(other) => {
-                errors.push(ConfigError::new(key, format!("expected a mapping of plugin names to settings, got {other}")));
+                errors.push(ConfigError::new(
+                    key,
+                    format!("expected a mapping of plugin names to settings, got {other}"),
+                ));
                 Vec::new()
             }
         }
@@ -230,7 +240,10 @@ fn validate(source: Source, root: Value) -> Result<Config, Vec<ConfigError>> {
     let apps = sections("apps");
     if let Some(Value::Object(plugins)) = root.get("plugins") {
         for key in plugins.keys().filter(|k| *k != "apps" && *k != "backbones") {
-            errors.push(ConfigError::new(format!("plugins.{key}"), "unknown section (expected `apps` and `backbones`)"));
+            errors.push(ConfigError::new(
+                format!("plugins.{key}"),
+                "unknown section (expected `apps` and `backbones`)",
+            ));
         }
     }
     for known in ["logging", "bus", "plugins"] {
@@ -255,7 +268,10 @@ mod tests {
     use serde_json::json;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -291,7 +307,10 @@ mod tests {
             ]),
         )
         .unwrap();
-        assert_eq!(root["plugins"]["apps"]["zmq"], json!({"host": "127.0.0.1", "manage": 14000}));
+        assert_eq!(
+            root["plugins"]["apps"]["zmq"],
+            json!({"host": "127.0.0.1", "manage": 14000})
+        );
         assert_eq!(root["logging"], json!({"console": false}));
         assert_eq!(root["plugins"]["backbones"]["inmem"], json!({"x": 1}));
         assert!(root.get("threatbus_lowercase").is_none());
@@ -304,7 +323,10 @@ mod tests {
     }
 
     fn temp_dir(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("threatbus-config-test-{name}-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!(
+            "threatbus-config-test-{name}-{}",
+            std::process::id()
+        ));
         std::fs::create_dir_all(&dir).unwrap();
         dir
     }
@@ -320,9 +342,15 @@ mod tests {
         let errors = load(Some(&path), env(&[])).unwrap_err();
         let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
         assert_eq!(errors.len(), 3, "{text:?}");
-        assert!(text[0].starts_with("logging.console_verbosity") && text[0].contains("LOUD"), "{text:?}");
+        assert!(
+            text[0].starts_with("logging.console_verbosity") && text[0].contains("LOUD"),
+            "{text:?}"
+        );
         assert!(text[1].starts_with("bus.queue_capacity"), "{text:?}");
-        assert!(text[2].starts_with("plugins.backbones: missing"), "{text:?}");
+        assert!(
+            text[2].starts_with("plugins.backbones: missing"),
+            "{text:?}"
+        );
     }
 
     #[test]
@@ -330,14 +358,21 @@ mod tests {
         let err = load(Some(Path::new("config.json")), env(&[])).unwrap_err();
         assert!(err[0].message.contains("yaml"), "{err:?}");
         let err = load(Some(Path::new("/nonexistent/threatbus.yaml")), env(&[])).unwrap_err();
-        assert!(err[0].message.contains("/nonexistent/threatbus.yaml"), "{err:?}");
+        assert!(
+            err[0].message.contains("/nonexistent/threatbus.yaml"),
+            "{err:?}"
+        );
     }
 
     #[test]
     fn embedded_default_is_valid_and_env_applies_to_it() {
         let (source, text) = (Source::Embedded, EMBEDDED_DEFAULT);
         let mut root: Value = serde_saphyr::from_str(text).unwrap();
-        apply_env_overrides(&mut root, env(&[("THREATBUS_PLUGINS__APPS__ZMQ__MANAGE", "14000")])).unwrap();
+        apply_env_overrides(
+            &mut root,
+            env(&[("THREATBUS_PLUGINS__APPS__ZMQ__MANAGE", "14000")]),
+        )
+        .unwrap();
         let config = validate(source, root).unwrap();
         assert_eq!(config.backbones[0].0, "inmem");
         assert_eq!(config.apps[0].0, "zmq");

@@ -4,8 +4,8 @@
 use std::fs::OpenOptions;
 use std::sync::Mutex;
 
-use serde::de::{self, Deserializer};
 use serde::Deserialize;
+use serde::de::{self, Deserializer};
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -78,7 +78,9 @@ pub fn init(config: &LoggingConfig) -> anyhow::Result<()> {
             .create(true)
             .append(true)
             .open(&config.filename)
-            .map_err(|e| anyhow::anyhow!("logging.filename: cannot open {:?}: {e}", config.filename))?;
+            .map_err(|e| {
+                anyhow::anyhow!("logging.filename: cannot open {:?}: {e}", config.filename)
+            })?;
         Some(
             tracing_subscriber::fmt::layer()
                 .with_writer(Mutex::new(file))
@@ -115,10 +117,12 @@ mod tests {
         assert_eq!(config.console_verbosity, Level(LevelFilter::DEBUG));
         assert_eq!(config.file_verbosity, Level(LevelFilter::ERROR));
         assert_eq!(config.filename, "threatbus.log");
-        let err = parse_section::<LoggingConfig>("logging", &json!({"file_verbosity": "LOUD"})).unwrap_err();
+        let err = parse_section::<LoggingConfig>("logging", &json!({"file_verbosity": "LOUD"}))
+            .unwrap_err();
         assert_eq!(err.key, "logging.file_verbosity");
         assert!(err.message.contains("LOUD"));
-        let err = parse_section::<LoggingConfig>("logging", &json!({"console": "maybe"})).unwrap_err();
+        let err =
+            parse_section::<LoggingConfig>("logging", &json!({"console": "maybe"})).unwrap_err();
         assert_eq!(err.key, "logging.console");
     }
 }

@@ -39,7 +39,8 @@ fn main() -> ExitCode {
     // Like upstream, a `.env` file in the working directory provides environment variables
     // (without overriding ones already set).
     let _ = dotenvy::dotenv();
-    let env = std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
+    let env = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
     let config = match config::load(cli.config.as_deref(), env) {
         Ok(config) => config,
         Err(errors) => {
@@ -59,7 +60,9 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     match &config.source {
-        config::Source::File(path) => tracing::info!(path = %path.display(), "loaded configuration"),
+        config::Source::File(path) => {
+            tracing::info!(path = %path.display(), "loaded configuration")
+        }
         config::Source::Embedded => tracing::info!(
             "no config.yaml or config.yml in the working directory: running the embedded default (in-memory backbone, ZeroMQ app on 127.0.0.1 ports 13370/13371/13372)"
         ),
@@ -113,7 +116,10 @@ fn watch_signals(shutdown: CancellationToken) -> anyhow::Result<()> {
             };
             received += 1;
             if received == 1 {
-                tracing::info!(signal = name, "stopping gracefully (send again to exit at once)");
+                tracing::info!(
+                    signal = name,
+                    "stopping gracefully (send again to exit at once)"
+                );
                 shutdown.cancel();
             } else {
                 tracing::warn!(signal = name, "second signal: exiting now");

@@ -47,7 +47,11 @@ pub struct Plugins {
 
 fn names<T>(plugins: &[T], name: fn(&T) -> &'static str) -> String {
     let list: Vec<_> = plugins.iter().map(name).collect();
-    if list.is_empty() { "none".into() } else { list.join(", ") }
+    if list.is_empty() {
+        "none".into()
+    } else {
+        list.join(", ")
+    }
 }
 
 /// Builds every configured plugin; returns every error found.
@@ -63,7 +67,10 @@ pub fn build(config: &Config) -> Result<Plugins, Vec<ConfigError>> {
             },
             None => errors.push(ConfigError::new(
                 format!("plugins.apps.{name}"),
-                format!("unknown app plugin {name:?}; compiled-in apps: {}", names(APPS, |p| p.name)),
+                format!(
+                    "unknown app plugin {name:?}; compiled-in apps: {}",
+                    names(APPS, |p| p.name)
+                ),
             )),
         }
     }
@@ -93,12 +100,21 @@ pub fn build(config: &Config) -> Result<Plugins, Vec<ConfigError>> {
         }
     }
     if config.apps.is_empty() {
-        errors.push(ConfigError::new("plugins.apps", format!("no app configured; compiled-in apps: {}", names(APPS, |p| p.name))));
+        errors.push(ConfigError::new(
+            "plugins.apps",
+            format!(
+                "no app configured; compiled-in apps: {}",
+                names(APPS, |p| p.name)
+            ),
+        ));
     }
     match backbones.len() {
         0 if errors.is_empty() => errors.push(ConfigError::new(
             "plugins.backbones",
-            format!("no backbone configured; compiled-in backbones: {}", names(BACKBONES, |p| p.name)),
+            format!(
+                "no backbone configured; compiled-in backbones: {}",
+                names(BACKBONES, |p| p.name)
+            ),
         )),
         0 | 1 => {}
         _ => errors.push(ConfigError::new(
@@ -109,7 +125,9 @@ pub fn build(config: &Config) -> Result<Plugins, Vec<ConfigError>> {
     if !errors.is_empty() {
         return Err(errors);
     }
-    let backbone = backbones.pop().ok_or_else(|| vec![ConfigError::new("plugins.backbones", "no backbone")])?;
+    let backbone = backbones
+        .pop()
+        .ok_or_else(|| vec![ConfigError::new("plugins.backbones", "no backbone")])?;
     Ok(Plugins {
         backbone,
         apps,

@@ -95,10 +95,16 @@ impl ZmqConfig {
         if config.max_message_size < 1024 {
             return Err(ConfigError::new(
                 format!("{KEY}.max_message_size"),
-                format!("must be at least 1024 bytes, got {}", config.max_message_size),
+                format!(
+                    "must be at least 1024 bytes, got {}",
+                    config.max_message_size
+                ),
             ));
         }
-        for (name, hwm) in [("send_hwm", config.send_hwm), ("receive_hwm", config.receive_hwm)] {
+        for (name, hwm) in [
+            ("send_hwm", config.send_hwm),
+            ("receive_hwm", config.receive_hwm),
+        ] {
             if hwm < 1 {
                 return Err(ConfigError::new(
                     format!("{KEY}.{name}"),
@@ -149,7 +155,11 @@ impl App for ZmqApp {
         "zmq"
     }
 
-    fn run(self: Box<Self>, bus: BusHandle, shutdown: Shutdown) -> BoxFuture<Result<(), PluginError>> {
+    fn run(
+        self: Box<Self>,
+        bus: BusHandle,
+        shutdown: Shutdown,
+    ) -> BoxFuture<Result<(), PluginError>> {
         Box::pin(server::run(self.config, bus, shutdown))
     }
 }
@@ -161,20 +171,33 @@ mod tests {
 
     #[test]
     fn config_requires_upstream_keys_and_names_bad_values() {
-        let ok = ZmqConfig::from_section(&json!({"host": "127.0.0.1", "manage": 13370, "pub": 13371, "sub": 13372})).unwrap();
+        let ok = ZmqConfig::from_section(
+            &json!({"host": "127.0.0.1", "manage": 13370, "pub": 13371, "sub": 13372}),
+        )
+        .unwrap();
         assert_eq!((ok.manage, ok.pub_port, ok.sub_port), (13370, 13371, 13372));
         assert_eq!(ok.endpoint(1), "tcp://127.0.0.1:1");
-        let v6 = ZmqConfig::from_section(&json!({"host": "::1", "manage": 1, "pub": 2, "sub": 3})).unwrap();
+        let v6 = ZmqConfig::from_section(&json!({"host": "::1", "manage": 1, "pub": 2, "sub": 3}))
+            .unwrap();
         assert_eq!(v6.endpoint(1), "tcp://[::1]:1");
 
-        let err = ZmqConfig::from_section(&json!({"host": "127.0.0.1", "manage": "abc", "pub": 1, "sub": 2})).unwrap_err();
+        let err = ZmqConfig::from_section(
+            &json!({"host": "127.0.0.1", "manage": "abc", "pub": 1, "sub": 2}),
+        )
+        .unwrap_err();
         assert_eq!(err.key, "plugins.apps.zmq.manage");
         assert!(err.message.contains("abc"), "{err}");
-        let err = ZmqConfig::from_section(&json!({"host": "127.0.0.1", "pub": 1, "sub": 2})).unwrap_err();
+        let err =
+            ZmqConfig::from_section(&json!({"host": "127.0.0.1", "pub": 1, "sub": 2})).unwrap_err();
         assert!(err.to_string().contains("manage"), "{err}");
-        let err = ZmqConfig::from_section(&json!({"host": "127.0.0.1", "manage": 1, "pub": 1, "sub": 2})).unwrap_err();
+        let err =
+            ZmqConfig::from_section(&json!({"host": "127.0.0.1", "manage": 1, "pub": 1, "sub": 2}))
+                .unwrap_err();
         assert!(err.to_string().contains("different"), "{err}");
-        let err = ZmqConfig::from_section(&json!({"host": "127.0.0.1", "manage": 1, "pub": 2, "sub": 3, "bogus": 1})).unwrap_err();
+        let err = ZmqConfig::from_section(
+            &json!({"host": "127.0.0.1", "manage": 1, "pub": 2, "sub": 3, "bogus": 1}),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("bogus"), "{err}");
         let err = ZmqConfig::from_section(&Value::Null).unwrap_err();
         assert!(err.to_string().contains("host"), "{err}");

@@ -13,7 +13,10 @@ use serde_json::{Map, Value, json};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
     /// Subscribe to every topic; `snapshot_days` 0 means no snapshot.
-    Subscribe { topics: Vec<String>, snapshot_days: i64 },
+    Subscribe {
+        topics: Vec<String>,
+        snapshot_days: i64,
+    },
     /// Forget the subscription behind this p2p topic.
     Unsubscribe { p2p_topic: String },
     /// Is the subscription behind this p2p topic still known?
@@ -99,7 +102,11 @@ fn truthy_topic(request: &Map<String, Value>) -> Result<&Value, Status> {
         Value::Array(a) => !a.is_empty(),
         Value::Object(o) => !o.is_empty(),
     };
-    if truthy { Ok(topic) } else { Err(Status::UnknownRequest) }
+    if truthy {
+        Ok(topic)
+    } else {
+        Err(Status::UnknownRequest)
+    }
 }
 
 fn p2p_topic(request: &Map<String, Value>) -> Result<String, Status> {
@@ -136,7 +143,11 @@ fn python_int(value: &Value) -> Option<i64> {
             if !well_formed {
                 return None;
             }
-            digits.replace('_', "").parse::<i64>().ok().map(|n| sign * n)
+            digits
+                .replace('_', "")
+                .parse::<i64>()
+                .ok()
+                .map(|n| sign * n)
         }
         _ => None,
     }
@@ -158,43 +169,91 @@ mod tests {
         for not_object in [json!([1]), json!(5), json!("subscribe"), json!(null)] {
             assert_eq!(decode_json(not_object), Err(Status::Error));
         }
-        for bad_snapshot in [json!("FOO"), json!(null), json!({}), json!([]), json!("1.5"), json!("")] {
+        for bad_snapshot in [
+            json!("FOO"),
+            json!(null),
+            json!({}),
+            json!([]),
+            json!("1.5"),
+            json!(""),
+        ] {
             for action in ["subscribe", "unsubscribe", "heartbeat", "FOO"] {
                 let request = json!({"action": action, "topic": "x", "snapshot": bad_snapshot});
-                assert_eq!(decode_json(request), Err(Status::Error), "{bad_snapshot} with {action}");
+                assert_eq!(
+                    decode_json(request),
+                    Err(Status::Error),
+                    "{bad_snapshot} with {action}"
+                );
             }
         }
-        assert_eq!(decode_json(json!({"action": "FOO"})), Err(Status::UnknownRequest));
+        assert_eq!(
+            decode_json(json!({"action": "FOO"})),
+            Err(Status::UnknownRequest)
+        );
         assert_eq!(decode_json(json!({})), Err(Status::UnknownRequest));
-        assert_eq!(decode_json(json!({"action": 5, "topic": "x"})), Err(Status::UnknownRequest));
+        assert_eq!(
+            decode_json(json!({"action": 5, "topic": "x"})),
+            Err(Status::UnknownRequest)
+        );
         for action in ["subscribe", "unsubscribe", "heartbeat"] {
-            for falsy in [json!(""), json!([]), json!(null), json!(0), json!(false), json!({})] {
+            for falsy in [
+                json!(""),
+                json!([]),
+                json!(null),
+                json!(0),
+                json!(false),
+                json!({}),
+            ] {
                 let request = json!({"action": action, "topic": falsy});
-                assert_eq!(decode_json(request), Err(Status::UnknownRequest), "{action} {falsy}");
+                assert_eq!(
+                    decode_json(request),
+                    Err(Status::UnknownRequest),
+                    "{action} {falsy}"
+                );
             }
-            assert_eq!(decode_json(json!({"action": action})), Err(Status::UnknownRequest));
+            assert_eq!(
+                decode_json(json!({"action": action})),
+                Err(Status::UnknownRequest)
+            );
         }
         assert_eq!(
             decode_json(json!({"action": "subscribe", "topic": ["stix2/indicator", 5]})),
             Err(Status::Error)
         );
-        assert_eq!(decode_json(json!({"action": "subscribe", "topic": 5})), Err(Status::Error));
-        assert_eq!(decode_json(json!({"action": "unsubscribe", "topic": ["a"]})), Err(Status::Error));
-        assert_eq!(decode_json(json!({"action": "heartbeat", "topic": 7})), Err(Status::Error));
+        assert_eq!(
+            decode_json(json!({"action": "subscribe", "topic": 5})),
+            Err(Status::Error)
+        );
+        assert_eq!(
+            decode_json(json!({"action": "unsubscribe", "topic": ["a"]})),
+            Err(Status::Error)
+        );
+        assert_eq!(
+            decode_json(json!({"action": "heartbeat", "topic": 7})),
+            Err(Status::Error)
+        );
     }
 
     #[test]
     fn successful_requests_decode_like_upstream_message_mapping() {
         assert_eq!(
             decode_json(json!({"action": "subscribe", "topic": "stix2/indicator"})),
-            Ok(Request::Subscribe { topics: vec!["stix2/indicator".into()], snapshot_days: 0 })
+            Ok(Request::Subscribe {
+                topics: vec!["stix2/indicator".into()],
+                snapshot_days: 0
+            })
         );
         assert_eq!(
             decode_json(json!({"action": "subscribe", "topic": "TOPIC", "snapshot": 17})),
-            Ok(Request::Subscribe { topics: vec!["TOPIC".into()], snapshot_days: 17 })
+            Ok(Request::Subscribe {
+                topics: vec!["TOPIC".into()],
+                snapshot_days: 17
+            })
         );
         assert_eq!(
-            decode_json(json!({"action": "subscribe", "topic": ["stix2/sighting", "stix2/indicator", ""]})),
+            decode_json(
+                json!({"action": "subscribe", "topic": ["stix2/sighting", "stix2/indicator", ""]})
+            ),
             Ok(Request::Subscribe {
                 topics: vec!["stix2/sighting".into(), "stix2/indicator".into(), "".into()],
                 snapshot_days: 0
@@ -202,17 +261,23 @@ mod tests {
         );
         assert_eq!(
             decode_json(json!({"action": "unsubscribe", "topic": "abc"})),
-            Ok(Request::Unsubscribe { p2p_topic: "abc".into() })
+            Ok(Request::Unsubscribe {
+                p2p_topic: "abc".into()
+            })
         );
         assert_eq!(
             decode_json(json!({"action": "heartbeat", "topic": "abc", "snapshot": 3})),
-            Ok(Request::Heartbeat { p2p_topic: "abc".into() })
+            Ok(Request::Heartbeat {
+                p2p_topic: "abc".into()
+            })
         );
     }
 
     #[test]
     fn snapshot_uses_python_int_conversion() {
-        let days = |value: Value| match decode_json(json!({"action": "subscribe", "topic": "t", "snapshot": value})) {
+        let days = |value: Value| match decode_json(
+            json!({"action": "subscribe", "topic": "t", "snapshot": value}),
+        ) {
             Ok(Request::Subscribe { snapshot_days, .. }) => Some(snapshot_days),
             _ => None,
         };
@@ -234,8 +299,14 @@ mod tests {
     fn replies_are_upstream_json() {
         let parse = |s: String| serde_json::from_str::<Value>(&s).unwrap();
         assert_eq!(parse(Status::Error.to_json()), json!({"status": "error"}));
-        assert_eq!(parse(Status::UnknownRequest.to_json()), json!({"status": "unknown request"}));
-        assert_eq!(parse(Status::Success.to_json()), json!({"status": "success"}));
+        assert_eq!(
+            parse(Status::UnknownRequest.to_json()),
+            json!({"status": "unknown request"})
+        );
+        assert_eq!(
+            parse(Status::Success.to_json()),
+            json!({"status": "success"})
+        );
         assert_eq!(
             parse(subscribed_reply("abc", 13371, 13372)),
             json!({"topic": "abc", "pub_port": 13371, "sub_port": 13372, "status": "success"})

@@ -21,7 +21,11 @@ pub(crate) const FRAME_QUEUE: usize = 4096;
 const BATCH: usize = 256;
 
 /// Moves one subscription's messages to the publisher until the subscription is removed.
-pub(crate) async fn forward(mut queue: SubscriberReceiver, p2p_topic: Arc<str>, frames: mpsc::Sender<Frame>) {
+pub(crate) async fn forward(
+    mut queue: SubscriberReceiver,
+    p2p_topic: Arc<str>,
+    frames: mpsc::Sender<Frame>,
+) {
     let mut batch = Vec::with_capacity(BATCH);
     while queue.recv_many(&mut batch, BATCH).await > 0 {
         for message in batch.drain(..) {
@@ -35,7 +39,9 @@ pub(crate) async fn forward(mut queue: SubscriberReceiver, p2p_topic: Arc<str>, 
 /// The suffix that follows the p2p topic, or `None` for messages apps do not receive.
 fn suffix(message: &Message) -> Option<&'static str> {
     match message.body() {
-        Body::Indicator(_) | Body::Sighting(_) | Body::SnapshotRequest(_) => Some(message.body().kind()),
+        Body::Indicator(_) | Body::Sighting(_) | Body::SnapshotRequest(_) => {
+            Some(message.body().kind())
+        }
         Body::SnapshotEnvelope(_) => None,
     }
 }
@@ -51,7 +57,11 @@ pub(crate) fn encode_frame(p2p_topic: &str, suffix: &str, json: &[u8]) -> Vec<u8
 }
 
 /// Writes frames to the PUB socket until `stop` fires, then flushes what is queued.
-pub(crate) async fn run(socket: zmq::Socket, mut frames: mpsc::Receiver<Frame>, stop: CancellationToken) {
+pub(crate) async fn run(
+    socket: zmq::Socket,
+    mut frames: mpsc::Receiver<Frame>,
+    stop: CancellationToken,
+) {
     let mut publisher = Publisher {
         socket,
         skipped: LogThrottle::default(),
@@ -98,7 +108,12 @@ impl Publisher {
     fn send(&mut self, p2p_topic: &str, message: &Message) {
         let Some(suffix) = suffix(message) else {
             if let Some(suppressed) = self.skipped.allow() {
-                tracing::warn!(p2p_topic, kind = message.body().kind(), suppressed, "not forwarding a message ZeroMQ apps do not receive");
+                tracing::warn!(
+                    p2p_topic,
+                    kind = message.body().kind(),
+                    suppressed,
+                    "not forwarding a message ZeroMQ apps do not receive"
+                );
             }
             return;
         };
@@ -120,7 +135,14 @@ mod tests {
 
     #[test]
     fn frame_glues_suffix_to_topic_then_one_space() {
-        let frame = encode_frame("abcdefghijklmnopqrstuvwxyzabcdef", "indicator", br#"{"a":1}"#);
-        assert_eq!(frame, br#"abcdefghijklmnopqrstuvwxyzabcdefindicator {"a":1}"#);
+        let frame = encode_frame(
+            "abcdefghijklmnopqrstuvwxyzabcdef",
+            "indicator",
+            br#"{"a":1}"#,
+        );
+        assert_eq!(
+            frame,
+            br#"abcdefghijklmnopqrstuvwxyzabcdefindicator {"a":1}"#
+        );
     }
 }

@@ -30,17 +30,30 @@ pub(crate) fn decode_frame(frame: &[u8]) -> Result<Message, String> {
 
 /// The topic of a frame, for log lines.
 fn topic_of(frame: &[u8]) -> String {
-    let end = frame.iter().position(|b| *b == b' ').unwrap_or(frame.len()).min(64);
+    let end = frame
+        .iter()
+        .position(|b| *b == b' ')
+        .unwrap_or(frame.len())
+        .min(64);
     String::from_utf8_lossy(&frame[..end]).into_owned()
 }
 
 /// Receives until `stop` fires or the bus stops.
-pub(crate) fn run(socket: zmq::Socket, bus: BusHandle, stop: CancellationToken) -> Result<(), String> {
+pub(crate) fn run(
+    socket: zmq::Socket,
+    bus: BusHandle,
+    stop: CancellationToken,
+) -> Result<(), String> {
     let mut throttle = LogThrottle::default();
     let mut reject = |topic: String, reason: &str| {
         bus.stats().record_rejected_input();
         if let Some(suppressed) = throttle.allow() {
-            tracing::warn!(topic, reason, suppressed, "dropped invalid message from a ZeroMQ app");
+            tracing::warn!(
+                topic,
+                reason,
+                suppressed,
+                "dropped invalid message from a ZeroMQ app"
+            );
         }
     };
     while !stop.is_cancelled() {
@@ -51,7 +64,10 @@ pub(crate) fn run(socket: zmq::Socket, bus: BusHandle, stop: CancellationToken) 
             Err(err) => return Err(format!("ZeroMQ sub socket failed: {err}")),
         };
         let [frame] = parts.as_slice() else {
-            reject(topic_of(parts.first().map_or(&[][..], Vec::as_slice)), "multi-part message");
+            reject(
+                topic_of(parts.first().map_or(&[][..], Vec::as_slice)),
+                "multi-part message",
+            );
             continue;
         };
         match decode_frame(frame) {
@@ -84,7 +100,9 @@ mod tests {
 
     #[test]
     fn rejects_garbage_frames() {
-        let envelope = format!(r#"{{"type":"snapshotenvelope","snapshot_type":1,"snapshot_id":"x","body":{INDICATOR}}}"#);
+        let envelope = format!(
+            r#"{{"type":"snapshotenvelope","snapshot_type":1,"snapshot_id":"x","body":{INDICATOR}}}"#
+        );
         assert!(decode_frame(format!("threatbus/snapshotenvelope {envelope}").as_bytes()).is_ok());
         for bad in [
             "stix2/indicator".to_owned(),

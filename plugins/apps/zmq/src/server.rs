@@ -21,7 +21,11 @@ pub(crate) const POLL_INTERVAL_MS: i32 = 100;
 /// How long closing sockets may wait for unsent frames.
 const LINGER_MS: i32 = 500;
 
-pub(crate) async fn run(config: ZmqConfig, bus: BusHandle, shutdown: Shutdown) -> Result<(), PluginError> {
+pub(crate) async fn run(
+    config: ZmqConfig,
+    bus: BusHandle,
+    shutdown: Shutdown,
+) -> Result<(), PluginError> {
     let context = zmq::Context::new();
     let sockets = Sockets::bind(&context, &config).map_err(PluginError)?;
     tracing::info!(
@@ -33,7 +37,11 @@ pub(crate) async fn run(config: ZmqConfig, bus: BusHandle, shutdown: Shutdown) -
     let (failures_tx, mut failures) = mpsc::unbounded_channel::<String>();
     let (frames_tx, frames_rx) = mpsc::channel(publisher::FRAME_QUEUE);
 
-    let publisher = tokio::spawn(publisher::run(sockets.publish, frames_rx, shutdown.stop.clone()));
+    let publisher = tokio::spawn(publisher::run(
+        sockets.publish,
+        frames_rx,
+        shutdown.stop.clone(),
+    ));
     let manager = Manager {
         bus: bus.clone(),
         runtime: tokio::runtime::Handle::current(),
@@ -82,11 +90,13 @@ fn spawn_thread(
     body: impl FnOnce() -> Result<(), String> + Send + 'static,
 ) -> Option<JoinHandle<()>> {
     let reporter = failures.clone();
-    let spawned = std::thread::Builder::new().name(name.to_owned()).spawn(move || {
-        if let Err(err) = body() {
-            let _ = reporter.send(err);
-        }
-    });
+    let spawned = std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(move || {
+            if let Err(err) = body() {
+                let _ = reporter.send(err);
+            }
+        });
     spawned
         .map_err(|err| failures.send(format!("cannot start thread {name}: {err}")))
         .ok()
@@ -103,23 +113,28 @@ struct Sockets {
 
 impl Sockets {
     fn bind(context: &zmq::Context, config: &ZmqConfig) -> Result<Self, String> {
-        let open = |kind: zmq::SocketType, name: &str, port: u16| -> Result<(zmq::Socket, u16), String> {
-            let endpoint = config.endpoint(port);
-            let fail = |err: zmq::Error| format!("plugins.apps.zmq: cannot bind the {name} socket to {endpoint}: {err}");
-            let socket = context.socket(kind).map_err(fail)?;
-            socket.set_linger(LINGER_MS).map_err(fail)?;
-            socket.set_ipv6(config.is_ipv6()).map_err(fail)?;
-            socket.bind(&endpoint).map_err(fail)?;
-            let bound = socket
-                .get_last_endpoint()
-                .ok()
-                .and_then(Result::ok)
-                .and_then(|e| e.rsplit(':').next().and_then(|p| p.parse().ok()))
-                .unwrap_or(port);
-            Ok((socket, bound))
-        };
+        let open =
+            |kind: zmq::SocketType, name: &str, port: u16| -> Result<(zmq::Socket, u16), String> {
+                let endpoint = config.endpoint(port);
+                let fail = |err: zmq::Error| {
+                    format!("plugins.apps.zmq: cannot bind the {name} socket to {endpoint}: {err}")
+                };
+                let socket = context.socket(kind).map_err(fail)?;
+                socket.set_linger(LINGER_MS).map_err(fail)?;
+                socket.set_ipv6(config.is_ipv6()).map_err(fail)?;
+                socket.bind(&endpoint).map_err(fail)?;
+                let bound = socket
+                    .get_last_endpoint()
+                    .ok()
+                    .and_then(Result::ok)
+                    .and_then(|e| e.rsplit(':').next().and_then(|p| p.parse().ok()))
+                    .unwrap_or(port);
+                Ok((socket, bound))
+            };
         let configure = |name: &str, result: zmq::Result<()>| {
-            result.map_err(|err| format!("plugins.apps.zmq: cannot configure the {name} socket: {err}"))
+            result.map_err(|err| {
+                format!("plugins.apps.zmq: cannot configure the {name} socket: {err}")
+            })
         };
         let (manage, manage_port) = open(zmq::REP, "manage", config.manage)?;
         configure("manage", manage.set_rcvtimeo(POLL_INTERVAL_MS))?;
@@ -146,7 +161,11 @@ impl Sockets {
 }
 
 /// Serves management requests until `stop` fires.
-fn manage_loop(socket: zmq::Socket, mut manager: Manager, stop: CancellationToken) -> Result<(), String> {
+fn manage_loop(
+    socket: zmq::Socket,
+    mut manager: Manager,
+    stop: CancellationToken,
+) -> Result<(), String> {
     while !stop.is_cancelled() {
         manager.expire_silent_subscriptions();
         let payload = match socket.recv_bytes(0) {
@@ -256,14 +275,20 @@ impl Manager {
                 last_seen: Instant::now(),
             },
         );
-        Ok(manage::subscribed_reply(&p2p_topic, self.pub_port, self.sub_port))
+        Ok(manage::subscribed_reply(
+            &p2p_topic,
+            self.pub_port,
+            self.sub_port,
+        ))
     }
 
     /// 32 random lower-case letters, unique among current subscriptions.
     fn fresh_p2p_topic(&self) -> String {
         let mut rng = rand::rng();
         loop {
-            let topic: String = (0..32).map(|_| char::from(rng.random_range(b'a'..=b'z'))).collect();
+            let topic: String = (0..32)
+                .map(|_| char::from(rng.random_range(b'a'..=b'z')))
+                .collect();
             if !self.subscriptions.contains_key(&topic) {
                 return topic;
             }
@@ -281,7 +306,11 @@ impl Manager {
         for p2p_topic in expired {
             if let Some(subscription) = self.subscriptions.remove(&p2p_topic) {
                 let _ = self.bus.blocking_remove_subscriber(subscription.id);
-                tracing::info!(p2p_topic, timeout_secs = timeout.as_secs(), "ZeroMQ subscription expired: no heartbeat");
+                tracing::info!(
+                    p2p_topic,
+                    timeout_secs = timeout.as_secs(),
+                    "ZeroMQ subscription expired: no heartbeat"
+                );
             }
         }
     }

@@ -80,6 +80,9 @@ mod tests {
         assert!(InMemory::build(&json!({})).is_ok());
         let err = InMemory::build(&json!({"size": 1})).unwrap_err();
         assert!(err.to_string().contains("size"), "{err}");
-        assert!(err.to_string().starts_with("plugins.backbones.inmem"), "{err}");
+        assert!(
+            err.to_string().starts_with("plugins.backbones.inmem"),
+            "{err}"
+        );
     }
 }
