@@ -38,12 +38,21 @@ pub fn parse_section<T: DeserializeOwned>(path: &str, value: &Value) -> Result<T
     };
     serde_path_to_error::deserialize(value).map_err(|err| {
         let inner = err.path().to_string();
-        let key = if inner == "." || inner.is_empty() {
+        let mut key = if inner == "." || inner.is_empty() {
             path.to_owned()
         } else {
             format!("{path}.{inner}")
         };
-        ConfigError::new(key, err.into_inner().to_string())
+        let message = err.into_inner().to_string();
+        // serde reports a missing field at the enclosing map; name the field itself.
+        if let Some(field) = message
+            .strip_prefix("missing field `")
+            .and_then(|rest| rest.strip_suffix('`'))
+        {
+            key = format!("{key}.{field}");
+            return ConfigError::new(key, "required, but missing");
+        }
+        ConfigError::new(key, message)
     })
 }
 
@@ -168,6 +177,8 @@ mod tests {
         let err = parse_section::<BusConfig>("bus", &json!({"when_full": "explode"})).unwrap_err();
         assert_eq!(err.key, "bus.when_full");
         assert!(err.message.contains("explode"), "{err}");
+        let err = parse_section::<Ports>("x", &json!({})).unwrap_err();
+        assert_eq!(err.to_string(), "x.p: required, but missing");
         let err = parse_section::<BusConfig>("bus", &json!({"queue_size": 5})).unwrap_err();
         assert!(err.to_string().contains("queue_size"), "{err}");
         let ok: BusConfig =

@@ -19,6 +19,9 @@ pub(crate) fn decode_frame(frame: &[u8]) -> Result<Message, String> {
         .position(|b| *b == b' ')
         .ok_or("no space between topic and payload")?;
     let (topic, payload) = (&frame[..space], &frame[space + 1..]);
+    if std::str::from_utf8(topic).is_err() {
+        return Err("topic is not UTF-8".into());
+    }
     if topic.starts_with(b"stix2/") {
         Message::from_stix_json(payload).map_err(|e| e.to_string())
     } else if topic == b"threatbus/snapshotenvelope" {
@@ -116,5 +119,9 @@ mod tests {
             assert!(decode_frame(bad.as_bytes()).is_err(), "{bad} accepted");
         }
         assert!(decode_frame(b"stix2/indicator \xff\xfe").is_err());
+        assert!(decode_frame(format!("stix2/\u{fffd} {INDICATOR}").as_bytes()).is_ok());
+        let mut non_utf8 = b"stix2/\xff\xfe ".to_vec();
+        non_utf8.extend_from_slice(INDICATOR.as_bytes());
+        assert!(decode_frame(&non_utf8).is_err());
     }
 }
