@@ -239,3 +239,46 @@ def test_unicode_frame_is_utf8(bus):
     _, obj = sub.recv()
     assert obj["name"] == "Ünïcødé ☃ 𝄞"
     assert uuid.UUID(obj["id"].split("--", 1)[1])
+
+
+def test_burst_larger_than_zmq_defaults_arrives_complete(bus_factory):
+    """The pub/sub buffer sizes (`send_hwm`, `receive_hwm`) reach the sockets.
+
+    A reader that lags far behind a burst relies on the bus's per-app send buffer: here the
+    reader's own buffer is small and it reads nothing until the whole burst is out, so frames pile
+    up at the bus. With ZeroMQ's default of 1000 frames (what the bus got when it set the option
+    after binding) part of the burst was dropped."""
+    import time
+
+    import zmq
+
+    n = 20000
+    bus = bus_factory(extra_zmq_keys={"send_hwm": 60000, "receive_hwm": 60000})
+    reply = tbclient.manage(bus.manage_port, {"action": "subscribe", "topic": "stix2/indicator"})
+    sock = tbclient.ctx().socket(zmq.SUB)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.RCVHWM, 500)
+    sock.connect(f"tcp://127.0.0.1:{bus.pub_port}")
+    sock.setsockopt_string(zmq.SUBSCRIBE, reply["topic"])
+    pub = bus.publisher()
+    probe = tbclient.Subscriber(bus.manage_port, "stix2/indicator")
+    bus.sync(pub, probe)  # both directions are connected once a probe gets through
+    time.sleep(0.5)
+    while sock.poll(100):
+        sock.recv()  # probes of the sync above
+    sent = [make_indicator(f"10.{i // 65536}.{i // 256 % 256}.{i % 256}", x_seq=i) for i in range(n)]
+    for ind in sent:
+        pub.send("stix2/indicator", ind)
+    # The bus has published the whole burst once the probe subscriber has it; meanwhile nobody
+    # read `sock`, so the burst piled up behind it.
+    probe.recv_n(n, timeout=120)
+    deadline = time.monotonic() + 120
+    seqs = []
+    while len(seqs) < n and time.monotonic() < deadline:
+        if not sock.poll(5000):
+            break
+        frame = sock.recv()
+        obj = json.loads(frame.split(b" ", 1)[1])
+        if "x_seq" in obj:
+            seqs.append(obj["x_seq"])
+    assert seqs == list(range(n)), f"received {len(seqs)} of {n}; first gap at {next((i for i, s in enumerate(seqs) if s != i), None)}"

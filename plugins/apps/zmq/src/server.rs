@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use jiff::SignedDuration;
 use rand::Rng;
 use threatbus_core::queue::{SubscriberId, SubscriberOptions};
-use threatbus_core::{BusError, BusHandle, PluginError, Shutdown};
+use threatbus_core::{BusHandle, PluginError, Shutdown};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -64,13 +64,17 @@ pub(crate) async fn run(
 
     let mut result = Ok(());
     tokio::select! {
-        _ = shutdown.stop.cancelled() => {}
+        _ = shutdown.stop.cancelled() => {
+            let _ = publisher.await;
+        }
         Some(failure) = failures.recv() => {
+            // The bus stops everything once this app returns; do not wait for the publisher,
+            // which only finishes on the bus's stop signal.
             result = Err(PluginError(failure));
             shutdown.stop_input.cancel();
+            publisher.abort();
         }
     }
-    let _ = publisher.await;
     let _ = tokio::task::spawn_blocking(move || {
         for thread in threads.into_iter().flatten() {
             let _ = thread.join();
@@ -112,43 +116,48 @@ struct Sockets {
 }
 
 impl Sockets {
+    /// Creates, configures and binds the three sockets. Options must be set before `bind`:
+    /// ZeroMQ copies them into the listener, so later changes do not reach accepted peers.
     fn bind(context: &zmq::Context, config: &ZmqConfig) -> Result<Self, String> {
-        let open =
-            |kind: zmq::SocketType, name: &str, port: u16| -> Result<(zmq::Socket, u16), String> {
-                let endpoint = config.endpoint(port);
-                let fail = |err: zmq::Error| {
-                    format!("plugins.apps.zmq: cannot bind the {name} socket to {endpoint}: {err}")
-                };
-                let socket = context.socket(kind).map_err(fail)?;
-                socket.set_linger(LINGER_MS).map_err(fail)?;
-                socket.set_ipv6(config.is_ipv6()).map_err(fail)?;
-                socket.bind(&endpoint).map_err(fail)?;
-                let bound = socket
-                    .get_last_endpoint()
-                    .ok()
-                    .and_then(Result::ok)
-                    .and_then(|e| e.rsplit(':').next().and_then(|p| p.parse().ok()))
-                    .unwrap_or(port);
-                Ok((socket, bound))
+        let open = |kind: zmq::SocketType,
+                    name: &str,
+                    port: u16,
+                    configure: &dyn Fn(&zmq::Socket) -> zmq::Result<()>|
+         -> Result<(zmq::Socket, u16), String> {
+            let endpoint = config.endpoint(port);
+            let fail = |err: zmq::Error| {
+                format!("plugins.apps.zmq: cannot bind the {name} socket to {endpoint}: {err}")
             };
-        let configure = |name: &str, result: zmq::Result<()>| {
-            result.map_err(|err| {
-                format!("plugins.apps.zmq: cannot configure the {name} socket: {err}")
-            })
+            let socket = context.socket(kind).map_err(fail)?;
+            socket.set_linger(LINGER_MS).map_err(fail)?;
+            socket.set_ipv6(config.is_ipv6()).map_err(fail)?;
+            configure(&socket).map_err(fail)?;
+            socket.bind(&endpoint).map_err(fail)?;
+            let bound = socket
+                .get_last_endpoint()
+                .ok()
+                .and_then(Result::ok)
+                .and_then(|e| e.rsplit(':').next().and_then(|p| p.parse().ok()))
+                .unwrap_or(port);
+            Ok((socket, bound))
         };
-        let (manage, manage_port) = open(zmq::REP, "manage", config.manage)?;
-        configure("manage", manage.set_rcvtimeo(POLL_INTERVAL_MS))?;
-        configure("manage", manage.set_sndtimeo(1000))?;
-        configure("manage", manage.set_maxmsgsize(config.max_message_size))?;
-        let (publish, pub_port) = open(zmq::PUB, "pub", config.pub_port)?;
-        configure("pub", publish.set_sndhwm(config.send_hwm))?;
-        let (receive, sub_port) = open(zmq::SUB, "sub", config.sub_port)?;
-        configure("sub", receive.set_rcvtimeo(POLL_INTERVAL_MS))?;
-        configure("sub", receive.set_rcvhwm(config.receive_hwm))?;
-        configure("sub", receive.set_maxmsgsize(config.max_message_size))?;
-        for prefix in receiver::SUBSCRIBED_PREFIXES {
-            configure("sub", receive.set_subscribe(prefix.as_bytes()))?;
-        }
+        let (manage, manage_port) = open(zmq::REP, "manage", config.manage, &|socket| {
+            socket.set_rcvtimeo(POLL_INTERVAL_MS)?;
+            socket.set_sndtimeo(1000)?;
+            socket.set_maxmsgsize(config.max_message_size)
+        })?;
+        let (publish, pub_port) = open(zmq::PUB, "pub", config.pub_port, &|socket| {
+            socket.set_sndhwm(config.send_hwm)
+        })?;
+        let (receive, sub_port) = open(zmq::SUB, "sub", config.sub_port, &|socket| {
+            socket.set_rcvtimeo(POLL_INTERVAL_MS)?;
+            socket.set_rcvhwm(config.receive_hwm)?;
+            socket.set_maxmsgsize(config.max_message_size)?;
+            for prefix in receiver::SUBSCRIBED_PREFIXES {
+                socket.set_subscribe(prefix.as_bytes())?;
+            }
+            Ok(())
+        })?;
         Ok(Self {
             manage,
             publish,
@@ -214,10 +223,12 @@ impl Manager {
             Ok(Request::Subscribe {
                 topics,
                 snapshot_days,
-            }) => self.subscribe(topics, snapshot_days).unwrap_or_else(|err| {
-                tracing::warn!(error = %err, "subscription failed");
-                Status::Error.to_json()
-            }),
+            }) => self
+                .subscribe(topics, snapshot_days)
+                .unwrap_or_else(|reason| {
+                    tracing::warn!(reason, "subscription failed");
+                    Status::Error.to_json()
+                }),
             Ok(Request::Unsubscribe { p2p_topic }) => match self.subscriptions.remove(&p2p_topic) {
                 Some(subscription) => {
                     let _ = self.bus.blocking_remove_subscriber(subscription.id);
@@ -242,20 +253,23 @@ impl Manager {
         }
     }
 
-    fn subscribe(&mut self, topics: Vec<String>, snapshot_days: i64) -> Result<String, BusError> {
+    fn subscribe(&mut self, topics: Vec<String>, snapshot_days: i64) -> Result<String, String> {
         let snapshot = match snapshot_days {
             0 => None,
             days => Some(
                 days.checked_mul(86_400)
                     .map(SignedDuration::from_secs)
-                    .ok_or(BusError::Stopped)?,
+                    .ok_or_else(|| format!("snapshot of {days} days is out of range"))?,
             ),
         };
         let p2p_topic = self.fresh_p2p_topic();
-        let receiver = self.bus.blocking_add_subscriber(SubscriberOptions {
-            label: p2p_topic.clone(),
-            snapshot_requests: true,
-        })?;
+        let receiver = self
+            .bus
+            .blocking_add_subscriber(SubscriberOptions {
+                label: p2p_topic.clone(),
+                snapshot_requests: true,
+            })
+            .map_err(|e| e.to_string())?;
         let id = receiver.id;
         self.runtime.spawn(publisher::forward(
             receiver,
@@ -264,7 +278,7 @@ impl Manager {
         ));
         if let Err(err) = self.bus.blocking_subscribe(id, topics.clone(), snapshot) {
             let _ = self.bus.blocking_remove_subscriber(id);
-            return Err(err);
+            return Err(err.to_string());
         }
         tracing::info!(p2p_topic, ?topics, snapshot_days, "ZeroMQ app subscribed");
         self.subscriptions.insert(
