@@ -294,3 +294,24 @@ def pytest_runtest_makereport(item, call):
         for i, b in enumerate(getattr(item, "_tb_buses", [])):
             status = "running" if b.alive() else f"exited {b.proc.returncode}"
             rep.sections.append((f"threatbus #{i} log ({status}, {b.log_path})", b.log_tail()))
+
+
+@pytest.fixture(scope="module")
+def module_bus(tmp_path_factory, request):
+    """One bus shared by the tests of a module that do not interfere with each other."""
+    tmp = tmp_path_factory.mktemp(request.module.__name__.rsplit(".", 1)[-1])
+    manage, pub, sub = free_ports(3)
+    b = Bus(tmp, default_config(manage, pub, sub), manage, pub, sub)
+    try:
+        b.wait_ready()
+        yield b
+    finally:
+        b.stop()
+
+
+@pytest.fixture
+def shared_bus(module_bus, request):
+    """The module's shared bus; its log is attached to this test's failure report."""
+    request.node._tb_buses = [module_bus]
+    assert module_bus.alive(), "bus died during an earlier test"
+    return module_bus

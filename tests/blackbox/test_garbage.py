@@ -101,42 +101,25 @@ def send_garbage(pub, item):
         pub.send_raw(item)
 
 
-@pytest.fixture(scope="module")
-def _module_bus(tmp_path_factory):
-    import conftest
-
-    tmp = tmp_path_factory.mktemp("garbage")
-    manage, pub, sub = conftest.free_ports(3)
-    b = conftest.Bus(tmp, conftest.default_config(manage, pub, sub), manage, pub, sub)
-    try:
-        b.wait_ready()
-        yield b
-    finally:
-        b.stop()
-
-
-@pytest.fixture
-def gbus(_module_bus, request):
-    request.node._tb_buses = [_module_bus]
-    assert _module_bus.alive(), "bus died during an earlier test"
-    return _module_bus
-
-
 @pytest.mark.parametrize("item", [g[1] for g in SUB_GARBAGE], ids=[g[0] for g in SUB_GARBAGE])
-def test_sub_socket_garbage_is_dropped(gbus, item):
-    everyone = gbus.subscriber(["stix2", "threatbus"])
-    pub = gbus.publisher(settle=0)
+def test_sub_socket_garbage_is_dropped(shared_bus, item):
+    everyone = shared_bus.subscriber(["stix2", "threatbus"])
+    pub = shared_bus.publisher(settle=0)
     try:
-        gbus.sync(pub, everyone)
+        shared_bus.sync(pub, everyone)
         send_garbage(pub, item)
+        # A frame above max_message_size makes ZeroMQ drop the sender's connection; it
+        # reconnects by itself. Sync again so that the valid frame is not lost to that (any
+        # garbage that leaked is kept in `pending` and shows up below).
+        shared_bus.sync(pub, everyone)
         valid = make_indicator("1.1.1.1")
         pub.send("stix2/indicator", valid)
         items = tbclient.fence(pub, everyone)
-        assert gbus.alive(), "bus died"
+        assert shared_bus.alive(), "bus died"
         assert [o.get("id") for _, o in items] == [valid["id"]], f"garbage leaked through: {items!r:.1500}"
         assert_same_json(items[0][1], valid)
     finally:
-        if gbus.alive():
+        if shared_bus.alive():
             assert everyone.unsubscribe() == {"status": "success"}
         everyone.close()
         pub.close()
@@ -158,10 +141,10 @@ MANAGE_GARBAGE = [
 
 
 @pytest.mark.parametrize("raw", MANAGE_GARBAGE, ids=[f"m{i}" for i in range(len(MANAGE_GARBAGE))])
-def test_manage_garbage_gets_an_error_reply(gbus, raw):
-    reply = gbus.manage(raw, timeout=10)
+def test_manage_garbage_gets_an_error_reply(shared_bus, raw):
+    reply = shared_bus.manage(raw, timeout=10)
     assert reply in ({"status": "error"}, {"status": "unknown request"}), reply
-    assert gbus.manage({"action": "heartbeat", "topic": "TOPIC"}) == {"status": "error"}
+    assert shared_bus.manage({"action": "heartbeat", "topic": "TOPIC"}) == {"status": "error"}
 
 
 def tcp_junk(port, payload, keep_open=False):

@@ -10,28 +10,6 @@ ERROR = {"status": "error"}
 UNKNOWN = {"status": "unknown request"}
 
 
-@pytest.fixture(scope="module")
-def _module_bus(tmp_path_factory):
-    """One bus shared by the stateless request/reply checks of this module."""
-    import conftest
-
-    tmp = tmp_path_factory.mktemp("manage")
-    manage, pub, sub = conftest.free_ports(3)
-    b = conftest.Bus(tmp, conftest.default_config(manage, pub, sub), manage, pub, sub)
-    try:
-        b.wait_ready()
-        yield b
-    finally:
-        b.stop()
-
-
-@pytest.fixture
-def mbus(_module_bus, request):
-    request.node._tb_buses = [_module_bus]  # log attached to failure reports
-    assert _module_bus.alive(), "bus died during an earlier test"
-    return _module_bus
-
-
 def assert_reply(reply, expected, req):
     assert reply == expected, f"request {req!r}: expected {expected}, got {reply}"
 
@@ -41,16 +19,16 @@ def assert_reply(reply, expected, req):
     [b"FOO", b"", b"{", b'{"action": "subscribe"', b"\xff\xfe\x00garbage", b"subscribe stix2"],
     ids=["FOO", "empty", "open-brace", "truncated", "non-utf8", "words"],
 )
-def test_invalid_json_is_error(mbus, raw):
-    assert_reply(mbus.manage(raw), ERROR, raw)
+def test_invalid_json_is_error(shared_bus, raw):
+    assert_reply(shared_bus.manage(raw), ERROR, raw)
 
 
 @pytest.mark.parametrize(
     "raw",
     ['["subscribe"]', "[]", "42", "4.2", '"subscribe"', "true", "null"],
 )
-def test_json_not_an_object_is_error(mbus, raw):
-    assert_reply(mbus.manage(raw), ERROR, raw)
+def test_json_not_an_object_is_error(shared_bus, raw):
+    assert_reply(shared_bus.manage(raw), ERROR, raw)
 
 
 @pytest.mark.parametrize(
@@ -59,17 +37,17 @@ def test_json_not_an_object_is_error(mbus, raw):
      {"action": None, "topic": "x"}, {"action": 5, "topic": "x"}],
     ids=["FOO", "empty-object", "no-action", "uppercase-action", "null-action", "numeric-action"],
 )
-def test_unknown_action(mbus, req):
-    assert_reply(mbus.manage(req), UNKNOWN, req)
+def test_unknown_action(shared_bus, req):
+    assert_reply(shared_bus.manage(req), UNKNOWN, req)
 
 
 @pytest.mark.parametrize("action", ["subscribe", "unsubscribe", "heartbeat", "FOO", None])
 @pytest.mark.parametrize("snapshot", ["FOO", None, {}, [], "1.5"], ids=["FOO", "null", "obj", "list", "float-string"])
-def test_bad_snapshot_is_error_for_any_action(mbus, action, snapshot):
+def test_bad_snapshot_is_error_for_any_action(shared_bus, action, snapshot):
     req = {"topic": "stix2/indicator", "snapshot": snapshot}
     if action is not None:
         req["action"] = action
-    assert_reply(mbus.manage(req), ERROR, req)
+    assert_reply(shared_bus.manage(req), ERROR, req)
 
 
 @pytest.mark.parametrize(
@@ -78,8 +56,8 @@ def test_bad_snapshot_is_error_for_any_action(mbus, action, snapshot):
      {"action": "subscribe", "topic": None}, {"action": "subscribe", "snapshot": 3}],
     ids=["missing", "empty-string", "empty-list", "null", "missing-with-snapshot"],
 )
-def test_subscribe_without_topic_is_unknown_request(mbus, req):
-    assert_reply(mbus.manage(req), UNKNOWN, req)
+def test_subscribe_without_topic_is_unknown_request(shared_bus, req):
+    assert_reply(shared_bus.manage(req), UNKNOWN, req)
 
 
 def check_success_reply(bus, reply):
@@ -101,79 +79,79 @@ def check_success_reply(bus, reply):
     ids=["no-snapshot", "snapshot-0", "sighting", "stix2", "arbitrary", "list", "numeric-string", "float",
          "bool", "one-day", "string-zero"],
 )
-def test_subscribe_success(mbus, topic, snapshot):
+def test_subscribe_success(shared_bus, topic, snapshot):
     req = {"action": "subscribe", "topic": topic}
     if snapshot is not None:
         req["snapshot"] = snapshot
-    p2p = check_success_reply(mbus, mbus.manage(req))
-    assert_reply(mbus.manage({"action": "unsubscribe", "topic": p2p}), {"status": "success"}, "unsubscribe")
+    p2p = check_success_reply(shared_bus, shared_bus.manage(req))
+    assert_reply(shared_bus.manage({"action": "unsubscribe", "topic": p2p}), {"status": "success"}, "unsubscribe")
 
 
-def test_each_subscribe_gets_a_fresh_p2p_topic(mbus):
-    topics = [check_success_reply(mbus, mbus.manage({"action": "subscribe", "topic": "stix2/indicator"}))
+def test_each_subscribe_gets_a_fresh_p2p_topic(shared_bus):
+    topics = [check_success_reply(shared_bus, shared_bus.manage({"action": "subscribe", "topic": "stix2/indicator"}))
               for _ in range(5)]
     assert len(set(topics)) == 5, topics
     for t in topics:
-        assert mbus.manage({"action": "unsubscribe", "topic": t}) == {"status": "success"}
+        assert shared_bus.manage({"action": "unsubscribe", "topic": t}) == {"status": "success"}
 
 
 @pytest.mark.parametrize("topic", [["stix2/indicator", 5], ["stix2/indicator", None], ["stix2/indicator", ["x"]],
                                    5, {"a": 1}], ids=["list-int", "list-null", "list-list", "int", "object"])
-def test_subscribe_non_string_topic_is_error(mbus, topic):
+def test_subscribe_non_string_topic_is_error(shared_bus, topic):
     req = {"action": "subscribe", "topic": topic}
-    assert_reply(mbus.manage(req), ERROR, req)
+    assert_reply(shared_bus.manage(req), ERROR, req)
 
 
 @pytest.mark.parametrize("req", [{"action": "unsubscribe"}, {"action": "unsubscribe", "topic": ""},
                                  {"action": "unsubscribe", "topic": None}],
                          ids=["missing", "empty", "null"])
-def test_unsubscribe_without_topic_is_unknown_request(mbus, req):
-    assert_reply(mbus.manage(req), UNKNOWN, req)
+def test_unsubscribe_without_topic_is_unknown_request(shared_bus, req):
+    assert_reply(shared_bus.manage(req), UNKNOWN, req)
 
 
 @pytest.mark.parametrize("topic", ["TOPIC", "a" * 32, ["stix2/indicator"], {"a": 1}],
                          ids=["unknown", "unknown-32", "list", "object"])
-def test_unsubscribe_unknown_or_non_string_is_error(mbus, topic):
+def test_unsubscribe_unknown_or_non_string_is_error(shared_bus, topic):
     req = {"action": "unsubscribe", "topic": topic}
-    assert_reply(mbus.manage(req), ERROR, req)
+    assert_reply(shared_bus.manage(req), ERROR, req)
 
 
 @pytest.mark.parametrize("req", [{"action": "heartbeat"}, {"action": "heartbeat", "topic": ""},
                                  {"action": "heartbeat", "topic": None}],
                          ids=["missing", "empty", "null"])
-def test_heartbeat_without_topic_is_unknown_request(mbus, req):
-    assert_reply(mbus.manage(req), UNKNOWN, req)
+def test_heartbeat_without_topic_is_unknown_request(shared_bus, req):
+    assert_reply(shared_bus.manage(req), UNKNOWN, req)
 
 
 @pytest.mark.parametrize("topic", ["TOPIC", "z" * 32, ["stix2/indicator"]], ids=["unknown", "unknown-32", "list"])
-def test_heartbeat_unknown_or_non_string_is_error(mbus, topic):
+def test_heartbeat_unknown_or_non_string_is_error(shared_bus, topic):
     req = {"action": "heartbeat", "topic": topic}
-    assert_reply(mbus.manage(req), ERROR, req)
+    assert_reply(shared_bus.manage(req), ERROR, req)
 
 
-def test_full_roundtrip(mbus):
-    reply = mbus.manage({"action": "subscribe", "topic": "TOPIC"})
-    p2p = check_success_reply(mbus, reply)
-    assert mbus.manage({"action": "heartbeat", "topic": p2p}) == {"status": "success"}
-    assert mbus.manage({"action": "unsubscribe", "topic": p2p}) == {"status": "success"}
-    assert mbus.manage({"action": "heartbeat", "topic": p2p}) == ERROR
-    assert mbus.manage({"action": "unsubscribe", "topic": p2p}) == ERROR
+def test_full_roundtrip(shared_bus):
+    reply = shared_bus.manage({"action": "subscribe", "topic": "TOPIC"})
+    p2p = check_success_reply(shared_bus, reply)
+    assert shared_bus.manage({"action": "heartbeat", "topic": p2p}) == {"status": "success"}
+    assert shared_bus.manage({"action": "unsubscribe", "topic": p2p}) == {"status": "success"}
+    assert shared_bus.manage({"action": "heartbeat", "topic": p2p}) == ERROR
+    assert shared_bus.manage({"action": "unsubscribe", "topic": p2p}) == ERROR
 
 
-def test_list_subscription_roundtrip(mbus):
-    p2p = check_success_reply(mbus, mbus.manage(
+def test_list_subscription_roundtrip(shared_bus):
+    p2p = check_success_reply(shared_bus, shared_bus.manage(
         {"action": "subscribe", "topic": ["stix2/indicator", "stix2/sighting"], "snapshot": 0}))
-    assert mbus.manage({"action": "heartbeat", "topic": p2p}) == {"status": "success"}
-    assert mbus.manage({"action": "unsubscribe", "topic": p2p}) == {"status": "success"}
-    assert mbus.manage({"action": "heartbeat", "topic": p2p}) == ERROR
+    assert shared_bus.manage({"action": "heartbeat", "topic": p2p}) == {"status": "success"}
+    assert shared_bus.manage({"action": "unsubscribe", "topic": p2p}) == {"status": "success"}
+    assert shared_bus.manage({"action": "heartbeat", "topic": p2p}) == ERROR
 
 
-def test_manage_survives_request_storm(mbus):
+def test_manage_survives_request_storm(shared_bus):
     for i in range(50):
-        assert mbus.manage(b"FOO") == ERROR
-        assert mbus.manage({"action": "FOO"}) == UNKNOWN
-    p2p = check_success_reply(mbus, mbus.manage({"action": "subscribe", "topic": "stix2"}))
-    assert mbus.manage({"action": "unsubscribe", "topic": p2p}) == {"status": "success"}
+        assert shared_bus.manage(b"FOO") == ERROR
+        assert shared_bus.manage({"action": "FOO"}) == UNKNOWN
+    p2p = check_success_reply(shared_bus, shared_bus.manage({"action": "subscribe", "topic": "stix2"}))
+    assert shared_bus.manage({"action": "unsubscribe", "topic": p2p}) == {"status": "success"}
 
 
 # --------------------------------------------------------------------------- stateful (own bus)
