@@ -7,17 +7,17 @@ use threatbus_core::{App, Backbone};
 
 use crate::config::Config;
 
-/// An app plugin: its name under `plugins.apps` and how to build it from its section.
-pub struct AppPlugin {
+/// A plugin: its name under `plugins.apps` or `plugins.backbones` and how to build it from its
+/// config section.
+pub struct Plugin<T: ?Sized> {
     pub name: &'static str,
-    pub build: fn(&Value) -> Result<Box<dyn App>, ConfigError>,
+    pub build: fn(&Value) -> Result<Box<T>, ConfigError>,
 }
 
-/// A backbone plugin: its name under `plugins.backbones` and how to build it.
-pub struct BackbonePlugin {
-    pub name: &'static str,
-    pub build: fn(&Value) -> Result<Box<dyn Backbone>, ConfigError>,
-}
+/// An app plugin.
+pub type AppPlugin = Plugin<dyn App>;
+/// A backbone plugin.
+pub type BackbonePlugin = Plugin<dyn Backbone>;
 
 /// The compiled-in apps.
 pub const APPS: &[AppPlugin] = &[
@@ -45,8 +45,8 @@ pub struct Plugins {
     pub notes: Vec<String>,
 }
 
-fn names<T>(plugins: &[T], name: fn(&T) -> &'static str) -> String {
-    let list: Vec<_> = plugins.iter().map(name).collect();
+fn names<T: ?Sized>(plugins: &[Plugin<T>]) -> String {
+    let list: Vec<_> = plugins.iter().map(|p| p.name).collect();
     if list.is_empty() {
         "none".into()
     } else {
@@ -54,42 +54,38 @@ fn names<T>(plugins: &[T], name: fn(&T) -> &'static str) -> String {
     }
 }
 
+/// Builds every configured plugin of one kind (`apps` or `backbones`), collecting errors.
+fn build_kind<T: ?Sized>(
+    kind: &str,
+    configured: &[(String, Value)],
+    compiled_in: &[Plugin<T>],
+    errors: &mut Vec<ConfigError>,
+) -> Vec<Box<T>> {
+    let mut built = Vec::new();
+    for (name, section) in configured {
+        match compiled_in.iter().find(|p| p.name == name) {
+            Some(plugin) => match (plugin.build)(section) {
+                Ok(plugin) => built.push(plugin),
+                Err(err) => errors.push(err),
+            },
+            None => errors.push(ConfigError::new(
+                format!("plugins.{kind}.{name}"),
+                format!(
+                    "unknown plugin {name:?}; compiled-in {kind}: {}",
+                    names(compiled_in)
+                ),
+            )),
+        }
+    }
+    built
+}
+
 /// Builds every configured plugin; returns every error found.
 pub fn build(config: &Config) -> Result<Plugins, Vec<ConfigError>> {
     let mut errors = Vec::new();
     let mut notes = Vec::new();
-    let mut apps = Vec::new();
-    for (name, section) in &config.apps {
-        match APPS.iter().find(|p| p.name == name) {
-            Some(plugin) => match (plugin.build)(section) {
-                Ok(app) => apps.push(app),
-                Err(err) => errors.push(err),
-            },
-            None => errors.push(ConfigError::new(
-                format!("plugins.apps.{name}"),
-                format!(
-                    "unknown app plugin {name:?}; compiled-in apps: {}",
-                    names(APPS, |p| p.name)
-                ),
-            )),
-        }
-    }
-    let mut backbones = Vec::new();
-    for (name, section) in &config.backbones {
-        match BACKBONES.iter().find(|p| p.name == name) {
-            Some(plugin) => match (plugin.build)(section) {
-                Ok(backbone) => backbones.push(backbone),
-                Err(err) => errors.push(err),
-            },
-            None => errors.push(ConfigError::new(
-                format!("plugins.backbones.{name}"),
-                format!(
-                    "unknown backbone plugin {name:?}; compiled-in backbones: {}",
-                    names(BACKBONES, |p| p.name)
-                ),
-            )),
-        }
-    }
+    let apps = build_kind("apps", &config.apps, APPS, &mut errors);
+    let mut backbones = build_kind("backbones", &config.backbones, BACKBONES, &mut errors);
     // A backbone is a transport between instances. The in-memory one is the identity, so next
     // to a real transport it is redundant (upstream's example config lists both).
     if backbones.len() > 1 {
@@ -102,10 +98,7 @@ pub fn build(config: &Config) -> Result<Plugins, Vec<ConfigError>> {
     if config.apps.is_empty() {
         errors.push(ConfigError::new(
             "plugins.apps",
-            format!(
-                "no app configured; compiled-in apps: {}",
-                names(APPS, |p| p.name)
-            ),
+            format!("no app configured; compiled-in apps: {}", names(APPS)),
         ));
     }
     match backbones.len() {
@@ -113,7 +106,7 @@ pub fn build(config: &Config) -> Result<Plugins, Vec<ConfigError>> {
             "plugins.backbones",
             format!(
                 "no backbone configured; compiled-in backbones: {}",
-                names(BACKBONES, |p| p.name)
+                names(BACKBONES)
             ),
         )),
         0 | 1 => {}
@@ -133,4 +126,74 @@ pub fn build(config: &Config) -> Result<Plugins, Vec<ConfigError>> {
         apps,
         notes,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Source;
+    use crate::logging::LoggingConfig;
+    use serde_json::json;
+
+    fn config(apps: Value, backbones: Value) -> Config {
+        let pairs = |v: Value| match v {
+            Value::Object(map) => map.into_iter().collect(),
+            _ => Vec::new(),
+        };
+        Config {
+            source: Source::Embedded,
+            logging: LoggingConfig::default(),
+            bus: Default::default(),
+            apps: pairs(apps),
+            backbones: pairs(backbones),
+            ignored_keys: Vec::new(),
+        }
+    }
+
+    fn errors(config: &Config) -> Vec<String> {
+        match build(config) {
+            Ok(_) => Vec::new(),
+            Err(errors) => errors.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn unknown_plugins_fail_with_the_compiled_in_list() {
+        let zmq = json!({"host": "127.0.0.1", "manage": 1, "pub": 2, "sub": 3});
+        let errs = errors(&config(
+            json!({"zmq": zmq, "foo": {}}),
+            json!({"inmem": {}, "kafka": {}}),
+        ));
+        assert_eq!(
+            errs,
+            [
+                "plugins.apps.foo: unknown plugin \"foo\"; compiled-in apps: zmq",
+                "plugins.backbones.kafka: unknown plugin \"kafka\"; compiled-in backbones: inmem",
+            ]
+        );
+    }
+
+    #[test]
+    fn plugin_sections_are_validated_and_apps_are_required() {
+        let errs = errors(&config(
+            json!({"zmq": {"host": "x"}}),
+            json!({"inmem": {"a": 1}}),
+        ));
+        assert_eq!(errs.len(), 2, "{errs:?}");
+        assert!(errs[0].starts_with("plugins.apps.zmq.manage"), "{errs:?}");
+        assert!(errs[1].starts_with("plugins.backbones.inmem"), "{errs:?}");
+        let errs = errors(&config(json!({}), json!({"inmem": null})));
+        assert_eq!(
+            errs,
+            ["plugins.apps: no app configured; compiled-in apps: zmq"]
+        );
+    }
+
+    #[test]
+    fn a_valid_config_builds() {
+        let zmq = json!({"host": "127.0.0.1", "manage": 1, "pub": 2, "sub": 3});
+        let plugins = build(&config(json!({"zmq": zmq}), json!({"inmem": null}))).unwrap();
+        assert_eq!(plugins.backbone.name(), "inmem");
+        assert_eq!(plugins.apps.len(), 1);
+    }
 }
