@@ -25,6 +25,9 @@ else
   cargo test --workspace --locked --no-fail-fast
 fi
 
+echo "==> STIX pattern corpus: recorded verdicts against the reference validator"
+"$venv/bin/python" -m pytest tests/patterns -q -p no:cacheprovider
+
 echo "==> black-box tests against the built binary"
 cargo build --locked --bin threatbus
 target_dir=$(cargo metadata --format-version 1 --no-deps | "$venv/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')

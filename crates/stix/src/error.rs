@@ -2,6 +2,8 @@
 
 use thiserror::Error;
 
+use crate::pattern::PatternError;
+
 /// A STIX object failed validation. Every variant names the property and the offending value.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum StixError {
@@ -36,5 +38,8 @@ pub enum StixError {
         reason: String,
     },
     #[error("property `pattern`: invalid STIX pattern {pattern:?}: {reason}")]
-    Pattern { pattern: String, reason: String },
+    Pattern {
+        pattern: String,
+        reason: PatternError,
+    },
 }

@@ -3,7 +3,9 @@
 //! The bus reads only a handful of properties of an Indicator or a Sighting (its id, timestamps,
 //! pattern, the object it sights). Everything else, including custom `x_*` properties and vendor
 //! extensions, is kept verbatim in an ordered map so that an object survives
-//! receive → route → send unchanged. This crate does no I/O.
+//! receive → route → send unchanged. STIX patterns are parsed and validated where an
+//! Indicator enters the bus, and apps extract point IoCs from them ([`pattern`]). This crate
+//! does no I/O.
 
 mod error;
 mod id;

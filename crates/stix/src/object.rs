@@ -508,6 +508,29 @@ mod tests {
     }
 
     #[test]
+    fn invalid_stix_patterns_are_rejected_with_where_and_why() {
+        for (pattern, needle) in [
+            (
+                "[ipv4-addr:value = ]",
+                "at byte 19: expected a literal value",
+            ),
+            ("[file:hashes.MD5 = 'abc']", "at byte 19: expected MD5 hash"),
+            ("[ipv4-addr:value = '1'] within 5 seconds", "at byte 24"),
+        ] {
+            let mut value = indicator_json();
+            value["pattern"] = json!(pattern);
+            let err = StixObject::from_value(value.clone()).unwrap_err();
+            assert!(
+                matches!(&err, StixError::Pattern { reason, .. } if reason.to_string().contains(needle)),
+                "{pattern}: {err}"
+            );
+            // The same text under another pattern type passes unchecked.
+            value["pattern_type"] = json!("stix2");
+            assert!(StixObject::from_value(value).is_ok(), "{pattern}");
+        }
+    }
+
+    #[test]
     fn non_stix_pattern_types_are_not_checked() {
         let mut value = indicator_json();
         value["pattern_type"] = json!("suricata");

@@ -11,7 +11,7 @@
 
 pub mod manage;
 mod publisher;
-mod receiver;
+pub mod receiver;
 mod server;
 
 use serde::Deserialize;

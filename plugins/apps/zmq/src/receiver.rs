@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 pub(crate) const SUBSCRIBED_PREFIXES: [&str; 2] = ["stix2/", "threatbus/snapshotenvelope"];
 
 /// Decodes one frame into a bus message.
-pub(crate) fn decode_frame(frame: &[u8]) -> Result<Message, String> {
+pub fn decode_frame(frame: &[u8]) -> Result<Message, String> {
     let space = frame
         .iter()
         .position(|b| *b == b' ')
