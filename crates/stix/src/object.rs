@@ -392,6 +392,17 @@ mod tests {
     }
 
     #[test]
+    fn numbers_in_custom_properties_survive_exactly() {
+        // Integers beyond 64 bits and decimals that f64 cannot hold exactly must come out as
+        // they went in (found by fuzzing: a float changed in its last digit).
+        let text = r#"{"type":"indicator","spec_version":"2.1","id":"indicator--df0f9a0e-c3b6-4f53-b0cf-5e9c454ee0cc","created":"2020-06-23T12:34:56.000Z","modified":"2020-06-23T12:34:56.000Z","pattern":"[ipv4-addr:value = '6.6.6.6']","pattern_type":"stix","x_big":123456789012345678901234567890,"x_float":7.7777777777777777777777777777777777771777e83,"x_small":0.1,"x_neg":-0.0}"#;
+        let parsed = StixObject::from_slice(text.as_bytes()).unwrap();
+        // Every digit is kept; only the exponent gains its sign.
+        let expected = text.replace("e83", "e+83");
+        assert_eq!(serde_json::to_string(&parsed).unwrap(), expected);
+    }
+
+    #[test]
     fn known_properties_come_first_and_extras_keep_their_order() {
         let parsed = StixObject::from_value(indicator_json()).unwrap();
         let text = serde_json::to_string(&parsed).unwrap();
