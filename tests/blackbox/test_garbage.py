@@ -66,6 +66,8 @@ SUB_GARBAGE = [
     ("indicator-invalid-stix-pattern", b"stix2/indicator " + _j(_ind(pattern="[ipv4-addr:value = ]"))),
     ("indicator-no-pattern-type", b"stix2/indicator " + _j(_ind(pattern_type=_DEL))),
     ("created-invalid", b"stix2/indicator " + _j(_ind(created="yesterday"))),
+    # Found by fuzzing: a multi-byte character inside a timestamp once crashed the receiver.
+    ("created-non-ascii", b"stix2/indicator " + _j(_ind(created="2020-06-23T12:34:5\u0087@P6.0102Z"))),
     ("modified-invalid", b"stix2/indicator " + _j(_ind(modified="2020-13-45T99:00:00Z"))),
     ("non-utf8-payload", b"stix2/indicator \xff\xfe\x00\x80{}"),
     ("non-utf8-topic", b"stix2/\xff\xfe " + _j(make_indicator())),

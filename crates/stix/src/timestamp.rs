@@ -17,7 +17,11 @@ impl Timestamp {
     /// requires UTC.
     pub fn parse(value: &str) -> Result<Self, String> {
         let bytes = value.as_bytes();
-        if bytes.len() < 20 || bytes[10] != b'T' || bytes[bytes.len() - 1] != b'Z' {
+        if !value.is_ascii()
+            || bytes.len() < 20
+            || bytes[10] != b'T'
+            || bytes[bytes.len() - 1] != b'Z'
+        {
             return Err("expected RFC 3339 UTC form YYYY-MM-DDTHH:MM:SS[.s]Z".into());
         }
         let digits = match value[19..value.len() - 1].strip_prefix('.') {
@@ -131,6 +135,9 @@ mod tests {
             "2020-06-23T12:34:56.1234567890Z",
             "2020-06-23T12:34:56.12aZ",
             "2020-06-23T12:34:56z",
+            // Found by fuzzing: a multi-byte character where the fraction starts.
+            "2020-06-23T12:34:5\u{87}@P6.0102Z",
+            "2020-06-23T12:34:56.\u{e9}Z",
         ] {
             assert!(Timestamp::parse(bad).is_err(), "{bad:?} accepted");
         }

@@ -94,11 +94,20 @@ fn spawn_thread(
     body: impl FnOnce() -> Result<(), String> + Send + 'static,
 ) -> Option<JoinHandle<()>> {
     let reporter = failures.clone();
+    let thread_name = name.to_owned();
     let spawned = std::thread::Builder::new()
         .name(name.to_owned())
         .spawn(move || {
-            if let Err(err) = body() {
-                let _ = reporter.send(err);
+            // A panic must not leave the app running without this thread: report it, and the
+            // bus stops with an error instead of silently ignoring a socket.
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)) {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => {
+                    let _ = reporter.send(err);
+                }
+                Err(_) => {
+                    let _ = reporter.send(format!("thread {thread_name} panicked"));
+                }
             }
         });
     spawned
