@@ -43,7 +43,13 @@ fn measure(name: &str, count: usize, budget: Duration, mut f: impl FnMut(usize))
 fn main() {
     let inputs: Vec<Vec<u8>> = (0..1000).map(indicator).collect();
     println!("indicator JSON: {} bytes", inputs[0].len());
-    let budget = Duration::from_secs(2);
+    // THREATBUS_BENCH_MS shortens the run, e.g. under valgrind --tool=callgrind.
+    let budget = Duration::from_millis(
+        std::env::var("THREATBUS_BENCH_MS")
+            .ok()
+            .and_then(|ms| ms.parse().ok())
+            .unwrap_or(2000),
+    );
     measure(
         "decode + validate + encode (Message::from_stix_json)",
         inputs.len(),

@@ -143,7 +143,7 @@ impl Message {
 
     /// Decodes an Indicator or a Sighting; anything else is an error.
     pub fn from_stix_json(json: &[u8]) -> Result<Self, DecodeError> {
-        Ok(Self::from_stix(StixObject::from_value(parse_json(json)?)?))
+        Ok(Self::from_stix(StixObject::from_slice(json)?))
     }
 
     /// Decodes a snapshot envelope; anything else is an error.

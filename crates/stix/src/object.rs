@@ -68,19 +68,24 @@ impl StixObject {
         let Value::Object(map) = value else {
             return Err(StixError::NotAnObject);
         };
-        match map.get("type").and_then(Value::as_str) {
-            Some("indicator") => Indicator::from_map(map).map(Self::Indicator),
-            Some("sighting") => Sighting::from_map(map).map(Self::Sighting),
+        Self::from_fields(Fields::from_map(map))
+    }
+
+    /// Parses JSON text holding an Indicator or a Sighting. Reads the text in one pass, without
+    /// building an intermediate JSON tree for the properties the bus reads.
+    pub fn from_slice(json: &[u8]) -> Result<Self, StixError> {
+        let fields: Fields =
+            serde_json::from_slice(json).map_err(|e| StixError::Json(e.to_string()))?;
+        Self::from_fields(fields)
+    }
+
+    fn from_fields(fields: Fields) -> Result<Self, StixError> {
+        match fields.peek("type").and_then(Value::as_str) {
+            Some("indicator") => Indicator::from_fields(fields).map(Self::Indicator),
+            Some("sighting") => Sighting::from_fields(fields).map(Self::Sighting),
             Some(other) => Err(StixError::UnsupportedType(other.to_owned())),
             None => Err(StixError::Missing("type")),
         }
-    }
-
-    /// Parses JSON text holding an Indicator or a Sighting.
-    pub fn from_slice(json: &[u8]) -> Result<Self, StixError> {
-        let value: Value =
-            serde_json::from_slice(json).map_err(|e| StixError::Json(e.to_string()))?;
-        Self::from_value(value)
     }
 
     /// The object's identifier.
@@ -102,8 +107,125 @@ fn describe(value: &Value) -> String {
     }
 }
 
-fn take_string(map: &mut Properties, key: &'static str) -> Result<Option<String>, StixError> {
-    match map.shift_remove(key) {
+/// The properties the bus reads, of either object type.
+const KNOWN: [&str; 11] = [
+    "type",
+    "spec_version",
+    "id",
+    "created",
+    "modified",
+    "pattern",
+    "pattern_type",
+    "valid_from",
+    "sighting_of_ref",
+    "first_seen",
+    "last_seen",
+];
+
+/// A JSON object split into the properties the bus reads (each with the number of other
+/// properties that preceded it) and every other property, in order. Properties read by the
+/// other object type go back among the others, at their place, when the object is built.
+struct Fields {
+    /// Value, number of other properties before it, and arrival order.
+    known: [Option<(Value, usize, usize)>; KNOWN.len()],
+    extra: Properties,
+    arrivals: usize,
+}
+
+impl Fields {
+    fn new() -> Self {
+        Self {
+            known: Default::default(),
+            extra: Properties::new(),
+            arrivals: 0,
+        }
+    }
+
+    fn insert(&mut self, key: String, value: Value) {
+        match KNOWN.iter().position(|k| *k == key) {
+            Some(index) => {
+                self.known[index] = Some((value, self.extra.len(), self.arrivals));
+                self.arrivals += 1;
+            }
+            None => {
+                self.extra.insert(key, value);
+            }
+        }
+    }
+
+    fn from_map(map: Properties) -> Self {
+        let mut fields = Self::new();
+        for (key, value) in map {
+            fields.insert(key, value);
+        }
+        fields
+    }
+
+    fn index(key: &str) -> usize {
+        KNOWN.iter().position(|k| *k == key).unwrap_or(0)
+    }
+
+    fn peek(&self, key: &str) -> Option<&Value> {
+        self.known[Self::index(key)].as_ref().map(|(v, _, _)| v)
+    }
+
+    fn take(&mut self, key: &str) -> Option<Value> {
+        self.known[Self::index(key)].take().map(|(v, _, _)| v)
+    }
+
+    /// Every property not taken, in the order received.
+    fn into_extra(mut self) -> Properties {
+        let mut left: Vec<(usize, usize, usize)> = self
+            .known
+            .iter()
+            .enumerate()
+            .filter_map(|(index, entry)| {
+                entry
+                    .as_ref()
+                    .map(|(_, position, arrival)| (*arrival, *position, index))
+            })
+            .collect();
+        left.sort_unstable();
+        for (inserted, (_, position, index)) in left.into_iter().enumerate() {
+            if let Some((value, _, _)) = self.known[index].take() {
+                self.extra
+                    .shift_insert(position + inserted, KNOWN[index].to_owned(), value);
+            }
+        }
+        self.extra
+    }
+}
+
+impl<'de> Deserialize<'de> for Fields {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct FieldsVisitor;
+
+        impl<'de> serde::de::Visitor<'de> for FieldsVisitor {
+            type Value = Fields;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Fields, A::Error> {
+                let mut fields = Fields::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    let value = map.next_value::<Value>()?;
+                    fields.insert(key, value);
+                }
+                Ok(fields)
+            }
+        }
+
+        deserializer.deserialize_map(FieldsVisitor)
+    }
+}
+
+fn take_string(map: &mut Fields, key: &'static str) -> Result<Option<String>, StixError> {
+    match map.take(key) {
         None => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
         Some(other) => Err(StixError::WrongType {
@@ -114,11 +236,11 @@ fn take_string(map: &mut Properties, key: &'static str) -> Result<Option<String>
     }
 }
 
-fn require_string(map: &mut Properties, key: &'static str) -> Result<String, StixError> {
+fn require_string(map: &mut Fields, key: &'static str) -> Result<String, StixError> {
     take_string(map, key)?.ok_or(StixError::Missing(key))
 }
 
-fn take_timestamp(map: &mut Properties, key: &'static str) -> Result<Option<Timestamp>, StixError> {
+fn take_timestamp(map: &mut Fields, key: &'static str) -> Result<Option<Timestamp>, StixError> {
     take_string(map, key)?
         .map(|s| {
             Timestamp::parse(&s).map_err(|reason| StixError::Timestamp {
@@ -130,7 +252,7 @@ fn take_timestamp(map: &mut Properties, key: &'static str) -> Result<Option<Time
         .transpose()
 }
 
-fn take_id(map: &mut Properties, key: &'static str) -> Result<StixId, StixError> {
+fn take_id(map: &mut Fields, key: &'static str) -> Result<StixId, StixError> {
     let value = require_string(map, key)?;
     StixId::parse(&value).map_err(|reason| StixError::Id {
         property: key,
@@ -150,7 +272,7 @@ impl Common {
     /// Takes and validates `type`, `spec_version`, `id`, `created`, `modified` out of `map`.
     /// Like the reference library, a missing `created` becomes the current time and a missing
     /// `modified` becomes `created`.
-    fn take(map: &mut Properties, expected_type: &'static str) -> Result<Self, StixError> {
+    fn take(map: &mut Fields, expected_type: &'static str) -> Result<Self, StixError> {
         let ty = require_string(map, "type")?;
         if ty != expected_type {
             return Err(StixError::TypeMismatch {
@@ -158,7 +280,7 @@ impl Common {
                 got: ty,
             });
         }
-        match map.shift_remove("spec_version") {
+        match map.take("spec_version") {
             Some(Value::String(v)) if v == SPEC_VERSION => {}
             Some(other) => return Err(StixError::SpecVersion(describe(&other))),
             None => return Err(StixError::Missing("spec_version")),
@@ -198,7 +320,11 @@ fn serialize_extra<M: SerializeMap>(map: &mut M, extra: &Properties) -> Result<(
 
 impl Indicator {
     /// Parses and validates an Indicator from a JSON object.
-    pub fn from_map(mut map: Properties) -> Result<Self, StixError> {
+    pub fn from_map(map: Properties) -> Result<Self, StixError> {
+        Self::from_fields(Fields::from_map(map))
+    }
+
+    fn from_fields(mut map: Fields) -> Result<Self, StixError> {
         let common = Common::take(&mut map, "indicator")?;
         let pattern = require_string(&mut map, "pattern")?;
         let pattern_type = require_string(&mut map, "pattern_type")?;
@@ -214,7 +340,7 @@ impl Indicator {
             pattern,
             pattern_type,
             valid_from,
-            extra: map,
+            extra: map.into_extra(),
         })
     }
 
@@ -244,7 +370,11 @@ impl Indicator {
 
 impl Sighting {
     /// Parses and validates a Sighting from a JSON object.
-    pub fn from_map(mut map: Properties) -> Result<Self, StixError> {
+    pub fn from_map(map: Properties) -> Result<Self, StixError> {
+        Self::from_fields(Fields::from_map(map))
+    }
+
+    fn from_fields(mut map: Fields) -> Result<Self, StixError> {
         let common = Common::take(&mut map, "sighting")?;
         let sighting_of_ref = take_id(&mut map, "sighting_of_ref")?;
         let first_seen = take_timestamp(&mut map, "first_seen")?;
@@ -256,7 +386,7 @@ impl Sighting {
             sighting_of_ref,
             first_seen,
             last_seen,
-            extra: map,
+            extra: map.into_extra(),
         })
     }
 
@@ -389,6 +519,35 @@ mod tests {
         let written = serde_json::to_value(&parsed).unwrap();
         assert_eq!(written, original);
         assert_eq!(StixObject::from_value(written).unwrap(), parsed);
+    }
+
+    #[test]
+    fn properties_of_the_other_type_keep_their_place() {
+        // `pattern` means nothing on a sighting: it stays a plain property, where it was.
+        let text = r#"{"type":"sighting","spec_version":"2.1","id":"sighting--df0f9a0e-c3b6-4f53-b0cf-5e9c454ee0cc","created":"2020-06-23T12:34:56.000Z","modified":"2020-06-23T12:34:56.000Z","sighting_of_ref":"indicator--df0f9a0e-c3b6-4f53-b0cf-5e9c454ee0cc","x_a":1,"pattern":"p","x_b":2,"valid_from":"v","pattern_type":5,"x_c":3}"#;
+        let from_text = StixObject::from_slice(text.as_bytes()).unwrap();
+        assert_eq!(serde_json::to_string(&from_text).unwrap(), text);
+        let from_value = StixObject::from_value(serde_json::from_str(text).unwrap()).unwrap();
+        assert_eq!(from_value, from_text);
+        // Keys in another order than ours: known ones move to the front, the rest keep order.
+        let shuffled = r#"{"x_z":0,"sighting_of_ref":"indicator--df0f9a0e-c3b6-4f53-b0cf-5e9c454ee0cc","pattern":"p","id":"sighting--df0f9a0e-c3b6-4f53-b0cf-5e9c454ee0cc","spec_version":"2.1","type":"sighting","x_y":1}"#;
+        let value =
+            serde_json::to_value(StixObject::from_slice(shuffled.as_bytes()).unwrap()).unwrap();
+        let keys: Vec<_> = value.as_object().unwrap().keys().cloned().collect();
+        assert_eq!(
+            keys,
+            [
+                "type",
+                "spec_version",
+                "id",
+                "created",
+                "modified",
+                "sighting_of_ref",
+                "x_z",
+                "pattern",
+                "x_y"
+            ]
+        );
     }
 
     #[test]
