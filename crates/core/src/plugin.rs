@@ -82,12 +82,3 @@ impl Inbound {
             .map_err(|_| BusError::Stopped)
     }
 }
-
-impl BusHandle {
-    /// An [`Inbound`] for tests and tools that feed the router directly.
-    pub fn inbound(&self) -> Inbound {
-        Inbound {
-            router: self.router.clone(),
-        }
-    }
-}
