@@ -22,8 +22,42 @@ use crate::{BusError, Message};
 #[derive(Clone)]
 pub struct BusHandle {
     pub(crate) router: mpsc::Sender<Command>,
-    outbound: mpsc::Sender<Message>,
+    outbound: Outbound,
     stats: Arc<Stats>,
+}
+
+/// Where published messages go: to the backbone, or, when the backbone only loops messages
+/// back to this instance, straight to the router (one hop and one task less per message).
+#[derive(Clone)]
+pub(crate) enum Outbound {
+    Backbone(mpsc::Sender<Message>),
+    Loopback(mpsc::Sender<Command>),
+}
+
+impl Outbound {
+    pub(crate) async fn send(&self, message: Message) -> Result<(), BusError> {
+        let sent = match self {
+            Self::Backbone(tx) => tx.send(message).await.is_ok(),
+            Self::Loopback(tx) => tx.send(Command::Route(message)).await.is_ok(),
+        };
+        if sent { Ok(()) } else { Err(BusError::Stopped) }
+    }
+
+    fn blocking_send(&self, message: Message) -> Result<(), BusError> {
+        let sent = match self {
+            Self::Backbone(tx) => tx.blocking_send(message).is_ok(),
+            Self::Loopback(tx) => tx.blocking_send(Command::Route(message)).is_ok(),
+        };
+        if sent { Ok(()) } else { Err(BusError::Stopped) }
+    }
+
+    /// Messages waiting for the backbone (the router's own channel is counted apart).
+    fn queued(&self) -> usize {
+        match self {
+            Self::Backbone(tx) => tx.max_capacity() - tx.capacity(),
+            Self::Loopback(_) => 0,
+        }
+    }
 }
 
 impl BusHandle {
@@ -31,18 +65,13 @@ impl BusHandle {
     /// bus is at capacity.
     pub async fn publish(&self, message: Message) -> Result<(), BusError> {
         Stats::bump(&self.stats.published[message.body().topic_index()]);
-        self.outbound
-            .send(message)
-            .await
-            .map_err(|_| BusError::Stopped)
+        self.outbound.send(message).await
     }
 
     /// [`BusHandle::publish`] for threads outside the runtime.
     pub fn blocking_publish(&self, message: Message) -> Result<(), BusError> {
         Stats::bump(&self.stats.published[message.body().topic_index()]);
-        self.outbound
-            .blocking_send(message)
-            .map_err(|_| BusError::Stopped)
+        self.outbound.blocking_send(message)
     }
 
     /// Creates a subscriber with an empty topic set and returns its queue.
@@ -158,7 +187,7 @@ impl BusHandle {
             .request(|reply| Command::QueuedMessages { reply })
             .await
             .unwrap_or(0);
-        channel(self.outbound.capacity(), self.outbound.max_capacity())
+        self.outbound.queued()
             + channel(self.router.capacity(), self.router.max_capacity())
             + queued
     }
@@ -198,36 +227,47 @@ impl Bus {
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), BusError> {
         let capacity = self.config.queue_capacity;
         let (router_tx, router_rx) = mpsc::channel(capacity);
-        let (outbound_tx, outbound_rx) = mpsc::channel(capacity);
-        let handle = BusHandle {
-            router: router_tx.clone(),
-            outbound: outbound_tx.clone(),
-            stats: self.stats.clone(),
-        };
-        let stop_router = CancellationToken::new();
-        let router = Router::new(self.config.clone(), self.stats.clone(), outbound_tx);
-        let router_task = tokio::spawn(router.run(router_rx, stop_router.clone()));
-
         let phases = Shutdown {
             stop_input: CancellationToken::new(),
             stop: CancellationToken::new(),
         };
         let mut tasks: JoinSet<(TaskName, Result<(), PluginError>)> = JoinSet::new();
         let backbone_name = self.backbone.name();
-        let io = BackboneIo {
-            outbound: outbound_rx,
-            inbound: Inbound { router: router_tx },
-            stop: phases.stop.clone(),
-        };
-        let backbone_run = self.backbone.run(io);
-        tasks.spawn(async move {
-            let name = TaskName {
-                kind: "backbone",
-                name: backbone_name,
+        let outbound = if self.backbone.loops_back() {
+            tracing::info!(
+                backbone = backbone_name,
+                "backbone is a local loopback: published messages go straight to the router"
+            );
+            Outbound::Loopback(router_tx.clone())
+        } else {
+            let (outbound_tx, outbound_rx) = mpsc::channel(capacity);
+            let io = BackboneIo {
+                outbound: outbound_rx,
+                inbound: Inbound {
+                    router: router_tx.clone(),
+                },
+                stop: phases.stop.clone(),
             };
-            (name, backbone_run.await)
-        });
-        tracing::info!(backbone = backbone_name, "backbone started");
+            let backbone_run = self.backbone.run(io);
+            tasks.spawn(async move {
+                let name = TaskName {
+                    kind: "backbone",
+                    name: backbone_name,
+                };
+                (name, backbone_run.await)
+            });
+            tracing::info!(backbone = backbone_name, "backbone started");
+            Outbound::Backbone(outbound_tx)
+        };
+        let handle = BusHandle {
+            router: router_tx,
+            outbound: outbound.clone(),
+            stats: self.stats.clone(),
+        };
+        let stop_router = CancellationToken::new();
+        let router = Router::new(self.config.clone(), self.stats.clone(), outbound);
+        let router_task = tokio::spawn(router.run(router_rx, stop_router.clone()));
+
         for app in self.apps {
             let name = app.name();
             let run = app.run(handle.clone(), phases.clone());

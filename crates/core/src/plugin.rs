@@ -53,6 +53,13 @@ pub trait Backbone: Send + 'static {
     /// The plugin name as in `plugins.backbones`.
     fn name(&self) -> &'static str;
 
+    /// True for a backbone that only hands every message back to this same instance (the
+    /// in-memory backbone). The core then routes published messages itself and never calls
+    /// [`Backbone::run`].
+    fn loops_back(&self) -> bool {
+        false
+    }
+
     /// Carries messages until `io.stop` fires, then flushes and returns.
     fn run(self: Box<Self>, io: BackboneIo) -> BoxFuture<Result<(), PluginError>>;
 }

@@ -51,6 +51,17 @@ impl SubscriberReceiver {
         self.rx.recv_many(buffer, limit).await
     }
 
+    /// Polls for up to `limit` messages into `buffer`, for a task that serves many queues at
+    /// once. `Ready(0)` means the queue is closed and empty.
+    pub fn poll_recv_many(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        buffer: &mut Vec<Message>,
+        limit: usize,
+    ) -> std::task::Poll<usize> {
+        self.rx.poll_recv_many(cx, buffer, limit)
+    }
+
     /// A message if one is ready now.
     pub fn try_recv(&mut self) -> Option<Message> {
         self.rx.try_recv().ok()

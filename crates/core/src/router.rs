@@ -19,6 +19,7 @@ use jiff::SignedDuration;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use crate::bus::Outbound;
 use crate::config::BusConfig;
 use crate::message::{Body, Message, MessageType, SnapshotRequest};
 use crate::queue::{Offer, SubscriberId, SubscriberOptions, SubscriberQueue, SubscriberReceiver};
@@ -86,17 +87,13 @@ pub(crate) struct Router {
     snapshot_listeners: Vec<SubscriberId>,
     pending: HashMap<String, PendingSnapshot>,
     /// Where snapshot requests go: to the backbone, like any published message.
-    outbound: mpsc::Sender<Message>,
+    outbound: Outbound,
     /// Reused buffer of delivery targets.
     targets: Vec<SubscriberId>,
 }
 
 impl Router {
-    pub(crate) fn new(
-        config: BusConfig,
-        stats: Arc<Stats>,
-        outbound: mpsc::Sender<Message>,
-    ) -> Self {
+    pub(crate) fn new(config: BusConfig, stats: Arc<Stats>, outbound: Outbound) -> Self {
         Self {
             config,
             stats,

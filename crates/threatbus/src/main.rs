@@ -34,6 +34,12 @@ fn report_config_errors(errors: &[ConfigError]) {
     }
 }
 
+/// mimalloc: the hot path frees on another thread than it allocates (a message is decoded on
+/// the intake thread and dropped after the last subscriber wrote it), where glibc's arenas
+/// contend on a lock. See docs/performance.md.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // Like upstream, a `.env` file in the working directory provides environment variables

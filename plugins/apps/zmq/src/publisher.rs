@@ -1,11 +1,13 @@
 //! Bus → apps: moves messages from the subscribers' queues to the PUB socket.
 //!
-//! Every subscription has a small forwarding task that reads its bus queue and tags each message
-//! with the subscription's p2p topic; one publisher task owns the PUB socket and writes the
+//! One publisher task owns the PUB socket and serves every subscription's bus queue directly:
+//! it polls them all, takes up to a batch from each queue that has messages, and writes the
 //! frames `<p2p_topic><suffix> <json>`. The JSON is the message's shared encoding: nothing is
-//! re-serialised per subscriber.
+//! re-serialised per subscriber, and no task or channel sits between a queue and the socket.
 
+use std::future::poll_fn;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use threatbus_core::queue::SubscriberReceiver;
 use threatbus_core::throttle::LogThrottle;
@@ -13,28 +15,15 @@ use threatbus_core::{Body, Message};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-/// A message and the p2p topic of the subscription it goes to.
-pub(crate) type Frame = (Arc<str>, Message);
-
-/// Capacity of the queue between the forwarding tasks and the publisher.
-pub(crate) const FRAME_QUEUE: usize = 4096;
-const BATCH: usize = 256;
-
-/// Moves one subscription's messages to the publisher until the subscription is removed.
-pub(crate) async fn forward(
-    mut queue: SubscriberReceiver,
-    p2p_topic: Arc<str>,
-    frames: mpsc::Sender<Frame>,
-) {
-    let mut batch = Vec::with_capacity(BATCH);
-    while queue.recv_many(&mut batch, BATCH).await > 0 {
-        for message in batch.drain(..) {
-            if frames.send((p2p_topic.clone(), message)).await.is_err() {
-                return;
-            }
-        }
-    }
+/// A subscription's queue and the p2p topic its frames carry, handed to the publisher.
+pub(crate) struct Outlet {
+    pub(crate) p2p_topic: Arc<str>,
+    pub(crate) queue: SubscriberReceiver,
 }
+
+/// At most this many messages from one queue per round, so one busy subscription cannot starve
+/// the others.
+const BATCH: usize = 256;
 
 /// The suffix that follows the p2p topic, or `None` for messages apps do not receive.
 fn suffix(message: &Message) -> Option<&'static str> {
@@ -56,10 +45,12 @@ pub(crate) fn encode_frame(p2p_topic: &str, suffix: &str, json: &[u8]) -> Vec<u8
     frame
 }
 
-/// Writes frames to the PUB socket until `stop` fires, then flushes what is queued.
+/// Writes frames to the PUB socket until `stop` fires, then writes what the queues still hold.
+/// New subscriptions arrive on `added`; a subscription whose queue the bus closed (unsubscribe,
+/// expiry) is dropped once its queue is empty.
 pub(crate) async fn run(
     socket: zmq::Socket,
-    mut frames: mpsc::Receiver<Frame>,
+    mut added: mpsc::UnboundedReceiver<Outlet>,
     stop: CancellationToken,
 ) {
     let mut publisher = Publisher {
@@ -67,33 +58,61 @@ pub(crate) async fn run(
         skipped: LogThrottle::default(),
         failed: LogThrottle::default(),
     };
-    let mut batch = Vec::with_capacity(BATCH);
+    let mut outlets = Outlets::default();
     loop {
         tokio::select! {
             biased;
-            received = frames.recv_many(&mut batch, BATCH) => {
-                if received == 0 {
-                    break;
+            _ = stop.cancelled() => break,
+            Some(outlet) = added.recv() => outlets.list.push(outlet),
+            () = poll_fn(|cx| outlets.poll_round(cx, &mut publisher)) => {}
+        }
+    }
+    while let Ok(outlet) = added.try_recv() {
+        outlets.list.push(outlet);
+    }
+    let mut flushed = 0usize;
+    for outlet in &mut outlets.list {
+        while let Some(message) = outlet.queue.try_recv() {
+            publisher.send(&outlet.p2p_topic, &message);
+            flushed += 1;
+        }
+    }
+    tracing::debug!(flushed, "ZeroMQ publisher stopped");
+}
+
+#[derive(Default)]
+struct Outlets {
+    list: Vec<Outlet>,
+    batch: Vec<Message>,
+}
+
+impl Outlets {
+    /// One pass over every queue. Ready once anything was written (so the task yields between
+    /// rounds); pending, with every queue's waker registered, when all queues are empty.
+    fn poll_round(&mut self, cx: &mut Context<'_>, publisher: &mut Publisher) -> Poll<()> {
+        let mut progress = false;
+        let mut index = 0;
+        while index < self.list.len() {
+            let outlet = &mut self.list[index];
+            match outlet.queue.poll_recv_many(cx, &mut self.batch, BATCH) {
+                Poll::Ready(0) => {
+                    self.list.swap_remove(index);
+                    continue;
                 }
-                for (p2p_topic, message) in batch.drain(..) {
-                    publisher.send(&p2p_topic, &message);
-                }
-            }
-            _ = stop.cancelled() => {
-                // Forwarders may still hold a few frames: take what arrives within a moment.
-                let grace = tokio::time::sleep(std::time::Duration::from_millis(100));
-                tokio::pin!(grace);
-                loop {
-                    tokio::select! {
-                        frame = frames.recv() => match frame {
-                            Some((p2p_topic, message)) => publisher.send(&p2p_topic, &message),
-                            None => break,
-                        },
-                        _ = &mut grace => break,
+                Poll::Ready(_) => {
+                    progress = true;
+                    for message in self.batch.drain(..) {
+                        publisher.send(&outlet.p2p_topic, &message);
                     }
                 }
-                break;
+                Poll::Pending => {}
             }
+            index += 1;
+        }
+        if progress {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
         }
     }
 }

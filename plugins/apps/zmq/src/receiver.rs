@@ -59,28 +59,34 @@ pub(crate) fn run(
             );
         }
     };
+    // One reused message buffer: ZeroMQ hands over its bytes without a copy into a Vec.
+    let mut frame = zmq::Message::new();
     while !stop.is_cancelled() {
-        let parts = match socket.recv_multipart(0) {
-            Ok(parts) => parts,
+        match socket.recv(&mut frame, 0) {
+            Ok(()) => {}
             Err(zmq::Error::EAGAIN) | Err(zmq::Error::EINTR) => continue,
             Err(zmq::Error::ETERM) => break,
             Err(err) => return Err(format!("ZeroMQ sub socket failed: {err}")),
-        };
-        let [frame] = parts.as_slice() else {
-            reject(
-                topic_of(parts.first().map_or(&[][..], Vec::as_slice)),
-                "multi-part message",
-            );
+        }
+        if frame.get_more() {
+            let topic = topic_of(&frame);
+            while frame.get_more() {
+                if let Err(err) = socket.recv(&mut frame, 0) {
+                    tracing::debug!(error = %err, "could not read the rest of a multi-part message");
+                    break;
+                }
+            }
+            reject(topic, "multi-part message");
             continue;
-        };
-        match decode_frame(frame) {
+        }
+        match decode_frame(&frame) {
             Ok(message) => {
                 tracing::trace!(topic = message.topic(), "received from a ZeroMQ app");
                 if bus.blocking_publish(message).is_err() {
                     break;
                 }
             }
-            Err(reason) => reject(topic_of(frame), &reason),
+            Err(reason) => reject(topic_of(&frame), &reason),
         }
     }
     Ok(())

@@ -35,17 +35,16 @@ pub(crate) async fn run(
         "ZeroMQ app listening"
     );
     let (failures_tx, mut failures) = mpsc::unbounded_channel::<String>();
-    let (frames_tx, frames_rx) = mpsc::channel(publisher::FRAME_QUEUE);
+    let (outlets_tx, outlets_rx) = mpsc::unbounded_channel();
 
     let publisher = tokio::spawn(publisher::run(
         sockets.publish,
-        frames_rx,
+        outlets_rx,
         shutdown.stop.clone(),
     ));
     let manager = Manager {
         bus: bus.clone(),
-        runtime: tokio::runtime::Handle::current(),
-        frames: frames_tx,
+        outlets: outlets_tx,
         pub_port: sockets.pub_port,
         sub_port: sockets.sub_port,
         timeout: config.subscription_timeout.map(Duration::from_secs),
@@ -214,8 +213,7 @@ struct Subscription {
 /// The manage thread's state: p2p topic → subscription.
 struct Manager {
     bus: BusHandle,
-    runtime: tokio::runtime::Handle,
-    frames: mpsc::Sender<publisher::Frame>,
+    outlets: mpsc::UnboundedSender<publisher::Outlet>,
     pub_port: u16,
     sub_port: u16,
     timeout: Option<Duration>,
@@ -280,11 +278,14 @@ impl Manager {
             })
             .map_err(|e| e.to_string())?;
         let id = receiver.id;
-        self.runtime.spawn(publisher::forward(
-            receiver,
-            Arc::from(p2p_topic.as_str()),
-            self.frames.clone(),
-        ));
+        let outlet = publisher::Outlet {
+            p2p_topic: Arc::from(p2p_topic.as_str()),
+            queue: receiver,
+        };
+        if self.outlets.send(outlet).is_err() {
+            let _ = self.bus.blocking_remove_subscriber(id);
+            return Err("the ZeroMQ publisher has stopped".into());
+        }
         if let Err(err) = self.bus.blocking_subscribe(id, topics.clone(), snapshot) {
             let _ = self.bus.blocking_remove_subscriber(id);
             return Err(err.to_string());

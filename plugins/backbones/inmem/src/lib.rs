@@ -33,6 +33,10 @@ impl Backbone for InMemory {
         "inmem"
     }
 
+    fn loops_back(&self) -> bool {
+        true
+    }
+
     fn run(self: Box<Self>, io: BackboneIo) -> BoxFuture<Result<(), PluginError>> {
         Box::pin(async move {
             let BackboneIo {
