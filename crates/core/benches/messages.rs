@@ -78,4 +78,33 @@ fn main() {
             black_box(black_box(&messages[i]).clone());
         },
     );
+    report_memory(&inputs);
+}
+
+/// Resident memory of this process in bytes, from /proc/self/statm (Linux).
+fn resident_bytes() -> Option<usize> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: usize = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
+
+/// What a queued message costs in memory: the parsed form plus the canonical JSON. Queues are
+/// bounded in messages, so this turns `bus.queue_capacity` into bytes.
+fn report_memory(inputs: &[Vec<u8>]) {
+    const HELD: usize = 100_000;
+    let Some(before) = resident_bytes() else {
+        return;
+    };
+    let held: Vec<Message> = (0..HELD)
+        .filter_map(|i| Message::from_stix_json(&inputs[i % inputs.len()]).ok())
+        .collect();
+    if let Some(after) = resident_bytes() {
+        println!(
+            "{:<48} {:>8} bytes/message held (resident, {} messages)",
+            "memory of a decoded message",
+            after.saturating_sub(before) / held.len().max(1),
+            held.len()
+        );
+    }
+    black_box(held);
 }

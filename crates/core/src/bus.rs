@@ -193,6 +193,9 @@ impl BusHandle {
     }
 }
 
+/// Upper bound for the capacity of the queues into the router and to the backbone.
+const INTAKE_CAPACITY: usize = 1024;
+
 /// A configured bus, ready to run.
 pub struct Bus {
     config: BusConfig,
@@ -225,7 +228,10 @@ impl Bus {
     /// Runs until `shutdown` fires (then drains and stops gracefully) or a plugin fails (then
     /// stops everything and returns the failure).
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), BusError> {
-        let capacity = self.config.queue_capacity;
+        // The queues into the router and to the backbone only smooth out bursts: when they are
+        // full, publishers wait (no loss), so they need not be as deep as subscriber queues,
+        // and each queued message costs memory (about 2.7 KiB for a 500-byte indicator).
+        let capacity = self.config.queue_capacity.min(INTAKE_CAPACITY);
         let (router_tx, router_rx) = mpsc::channel(capacity);
         let phases = Shutdown {
             stop_input: CancellationToken::new(),

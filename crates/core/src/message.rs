@@ -124,7 +124,11 @@ pub enum DecodeError {
 impl Message {
     /// Wraps a body, serialising it once.
     pub fn new(body: Body) -> Self {
-        let json = Bytes::from(encode(&body));
+        let mut json = encode(&body);
+        // The serialiser grows its buffer by doubling; a queued message should not carry the
+        // spare half around.
+        json.shrink_to_fit();
+        let json = Bytes::from(json);
         Self(Arc::new(Inner { body, json }))
     }
 

@@ -353,23 +353,8 @@ fn measure(
 /// Sets `ZMQ_XPUB_NODROP` (it applies to PUB sockets too): at the high-water mark `send` waits
 /// for room instead of silently dropping the frame.
 fn set_no_drop(socket: &mut zmq::Socket) -> anyhow::Result<()> {
-    let on: libc::c_int = 1;
-    let option = libc::c_int::try_from(zmq_sys::ZMQ_XPUB_NODROP)?;
-    // SAFETY: the socket pointer is live for the call (we hold `&mut` to its owner) and the
-    // value is a C int of the size passed, as the option requires.
-    let rc = unsafe {
-        zmq_sys::zmq_setsockopt(
-            socket.as_mut_ptr(),
-            option,
-            std::ptr::from_ref(&on).cast(),
-            std::mem::size_of::<libc::c_int>(),
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        bail!("cannot set ZMQ_XPUB_NODROP on the publisher socket")
-    }
+    threatbus_zmq::set_nodrop(socket)
+        .map_err(|err| anyhow::anyhow!("cannot set ZMQ_XPUB_NODROP on the publisher socket: {err}"))
 }
 
 /// Waits for a thread; a panic becomes an error.

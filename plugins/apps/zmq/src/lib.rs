@@ -164,6 +164,30 @@ impl App for ZmqApp {
     }
 }
 
+/// Sets `ZMQ_XPUB_NODROP` on a PUB or XPUB socket (a PUB socket is an XPUB socket inside
+/// libzmq; the `zmq` crate has no setter for it): at a peer's high-water mark, `send` fails
+/// with `EAGAIN` (or waits, without `DONTWAIT`) instead of silently dropping the frame. Only the
+/// peers a frame's topic matches are checked.
+pub fn set_nodrop(socket: &mut zmq::Socket) -> zmq::Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: the socket handle is live for the call (we hold `&mut` to its owner), and the
+    // value is a C int that outlives the call, with its size passed alongside.
+    let rc = unsafe {
+        zmq_sys::zmq_setsockopt(
+            socket.as_mut_ptr(),
+            zmq_sys::ZMQ_XPUB_NODROP as libc::c_int,
+            std::ptr::from_ref(&on).cast(),
+            std::mem::size_of::<libc::c_int>(),
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        // SAFETY: reads the calling thread's libzmq error number.
+        Err(zmq::Error::from_raw(unsafe { zmq_sys::zmq_errno() }))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

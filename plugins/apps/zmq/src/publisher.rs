@@ -4,10 +4,21 @@
 //! it polls them all, takes up to a batch from each queue that has messages, and writes the
 //! frames `<p2p_topic><suffix> <json>`. The JSON is the message's shared encoding: nothing is
 //! re-serialised per subscriber, and no task or channel sits between a queue and the socket.
+//!
+//! The socket has `ZMQ_XPUB_NODROP` set: when the ZeroMQ buffer of the app a frame goes to is
+//! full (`send_hwm`), the send fails instead of ZeroMQ silently dropping the frame. Every p2p
+//! topic is unique, so only that app's frames fail: its outlet keeps the unsent frames, stops
+//! taking from its bus queue and retries shortly. Its bus queue then fills, and the bus applies
+//! `bus.when_full` to that subscriber alone (with `drop_newest`: counted and logged per
+//! subscriber). Other apps go on at full speed.
 
+use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use threatbus_core::queue::SubscriberReceiver;
 use threatbus_core::throttle::LogThrottle;
@@ -20,6 +31,36 @@ pub(crate) struct Outlet {
     pub(crate) p2p_topic: Arc<str>,
     pub(crate) queue: SubscriberReceiver,
 }
+
+impl Outlet {
+    pub(crate) fn new(p2p_topic: Arc<str>, queue: SubscriberReceiver) -> Self {
+        Self { p2p_topic, queue }
+    }
+}
+
+/// An outlet with the messages taken from its queue that its app's buffer had no room for.
+struct Active {
+    outlet: Outlet,
+    backlog: VecDeque<Message>,
+    /// When to try the backlog again (set while it is not empty).
+    retry_at: Instant,
+}
+
+impl Active {
+    /// Sends the backlog as far as the app's buffer takes it; true if it is now empty.
+    fn flush_backlog(&mut self, publisher: &mut Publisher, now: Instant) -> bool {
+        publisher.send_backlog(&self.outlet.p2p_topic, &mut self.backlog);
+        if self.backlog.is_empty() {
+            true
+        } else {
+            self.retry_at = now + RETRY;
+            false
+        }
+    }
+}
+
+/// How often an outlet whose app buffer is full is retried.
+const RETRY: Duration = Duration::from_millis(1);
 
 /// At most this many messages from one queue per round, so one busy subscription cannot starve
 /// the others.
@@ -57,53 +98,101 @@ pub(crate) async fn run(
         socket,
         skipped: LogThrottle::default(),
         failed: LogThrottle::default(),
+        full: LogThrottle::default(),
     };
     let mut outlets = Outlets::default();
     loop {
+        let retry_at = outlets.next_retry();
         tokio::select! {
             biased;
             _ = stop.cancelled() => break,
-            Some(outlet) = added.recv() => outlets.list.push(outlet),
+            Some(outlet) = added.recv() => outlets.add(outlet),
             () = poll_fn(|cx| outlets.poll_round(cx, &mut publisher)) => {}
+            () = tokio::time::sleep_until(retry_at.unwrap_or_else(Instant::now)), if retry_at.is_some() => {
+                outlets.retry(&mut publisher);
+            }
         }
     }
     while let Ok(outlet) = added.try_recv() {
-        outlets.list.push(outlet);
+        outlets.add(outlet);
     }
-    let mut flushed = 0usize;
-    for outlet in &mut outlets.list {
-        while let Some(message) = outlet.queue.try_recv() {
-            publisher.send(&outlet.p2p_topic, &message);
-            flushed += 1;
-        }
+    let (flushed, lost) = outlets.flush(&mut publisher);
+    if lost > 0 {
+        tracing::warn!(
+            flushed,
+            lost,
+            "ZeroMQ publisher stopped: frames for apps with full buffers were not sent"
+        );
+    } else {
+        tracing::debug!(flushed, "ZeroMQ publisher stopped");
     }
-    tracing::debug!(flushed, "ZeroMQ publisher stopped");
 }
 
 #[derive(Default)]
 struct Outlets {
-    list: Vec<Outlet>,
+    list: Vec<Active>,
     batch: Vec<Message>,
 }
 
 impl Outlets {
-    /// One pass over every queue. Ready once anything was written (so the task yields between
-    /// rounds); pending, with every queue's waker registered, when all queues are empty.
+    fn add(&mut self, outlet: Outlet) {
+        self.list.push(Active {
+            outlet,
+            backlog: VecDeque::new(),
+            retry_at: Instant::now(),
+        });
+    }
+
+    /// The earliest retry among outlets holding frames back, if any.
+    fn next_retry(&self) -> Option<Instant> {
+        self.list
+            .iter()
+            .filter(|active| !active.backlog.is_empty())
+            .map(|active| active.retry_at)
+            .min()
+    }
+
+    /// Sends what outlets hold back, as far as their apps' buffers take it.
+    fn retry(&mut self, publisher: &mut Publisher) {
+        let now = Instant::now();
+        for active in &mut self.list {
+            if !active.backlog.is_empty() && active.retry_at <= now {
+                active.flush_backlog(publisher, now);
+            }
+        }
+    }
+
+    /// One pass over every queue whose app can take frames. Ready once anything was taken (so
+    /// the task yields between rounds); pending, with those queues' wakers registered, when
+    /// they are all empty.
     fn poll_round(&mut self, cx: &mut Context<'_>, publisher: &mut Publisher) -> Poll<()> {
         let mut progress = false;
+        let mut now = None;
         let mut index = 0;
         while index < self.list.len() {
-            let outlet = &mut self.list[index];
-            match outlet.queue.poll_recv_many(cx, &mut self.batch, BATCH) {
+            let active = &mut self.list[index];
+            if !active.backlog.is_empty() {
+                // Retried at most once per RETRY, here while other outlets keep the task busy,
+                // or by the timer when they are idle; its queue fills meanwhile.
+                let now = *now.get_or_insert_with(Instant::now);
+                if active.retry_at > now || !active.flush_backlog(publisher, now) {
+                    index += 1;
+                    continue;
+                }
+            }
+            match active
+                .outlet
+                .queue
+                .poll_recv_many(cx, &mut self.batch, BATCH)
+            {
                 Poll::Ready(0) => {
                     self.list.swap_remove(index);
                     continue;
                 }
                 Poll::Ready(_) => {
                     progress = true;
-                    for message in self.batch.drain(..) {
-                        publisher.send(&outlet.p2p_topic, &message);
-                    }
+                    active.backlog.extend(self.batch.drain(..));
+                    active.flush_backlog(publisher, *now.get_or_insert_with(Instant::now));
                 }
                 Poll::Pending => {}
             }
@@ -115,16 +204,64 @@ impl Outlets {
             Poll::Pending
         }
     }
+
+    /// On shutdown: sends what every outlet holds and what its queue still has, without
+    /// waiting for full buffers. Returns (sent, not sent).
+    fn flush(&mut self, publisher: &mut Publisher) -> (usize, usize) {
+        let (mut sent, mut lost) = (0, 0);
+        for active in &mut self.list {
+            while let Some(message) = active.outlet.queue.try_recv() {
+                active.backlog.push_back(message);
+            }
+            let before = active.backlog.len();
+            publisher.send_backlog(&active.outlet.p2p_topic, &mut active.backlog);
+            sent += before - active.backlog.len();
+            lost += active.backlog.len();
+        }
+        (sent, lost)
+    }
 }
 
 struct Publisher {
     socket: zmq::Socket,
     skipped: LogThrottle,
     failed: LogThrottle,
+    full: LogThrottle,
+}
+
+/// What became of one frame.
+enum Sent {
+    /// Written, or deliberately not sent (a message type apps do not receive, a socket error
+    /// that a retry would not fix); either way it leaves the backlog.
+    Done,
+    /// The app's buffer is full: keep the message and retry later.
+    Full,
 }
 
 impl Publisher {
-    fn send(&mut self, p2p_topic: &str, message: &Message) {
+    /// Sends from the front of `backlog` until it is empty or the app's buffer is full.
+    fn send_backlog(&mut self, p2p_topic: &str, backlog: &mut VecDeque<Message>) {
+        while let Some(message) = backlog.front() {
+            match self.send(p2p_topic, message) {
+                Sent::Done => {
+                    backlog.pop_front();
+                }
+                Sent::Full => {
+                    if let Some(suppressed) = self.full.allow() {
+                        tracing::debug!(
+                            p2p_topic,
+                            held = backlog.len(),
+                            suppressed,
+                            "ZeroMQ buffer of a subscribed app is full (send_hwm): holding its frames"
+                        );
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    fn send(&mut self, p2p_topic: &str, message: &Message) -> Sent {
         let Some(suffix) = suffix(message) else {
             if let Some(suppressed) = self.skipped.allow() {
                 tracing::warn!(
@@ -134,16 +271,21 @@ impl Publisher {
                     "not forwarding a message ZeroMQ apps do not receive"
                 );
             }
-            return;
+            return Sent::Done;
         };
         let frame = encode_frame(p2p_topic, suffix, message.json());
-        // PUB sockets never block: a frame for an app whose buffer is full is dropped by ZeroMQ.
-        if let Err(err) = self.socket.send(frame, zmq::DONTWAIT) {
-            if let Some(suppressed) = self.failed.allow() {
-                tracing::warn!(p2p_topic, error = %err, suppressed, "could not publish a frame");
+        match self.socket.send(frame, zmq::DONTWAIT) {
+            Ok(()) => {
+                tracing::trace!(p2p_topic, suffix, "published");
+                Sent::Done
             }
-        } else {
-            tracing::trace!(p2p_topic, suffix, "published");
+            Err(zmq::Error::EAGAIN) => Sent::Full,
+            Err(err) => {
+                if let Some(suppressed) = self.failed.allow() {
+                    tracing::warn!(p2p_topic, error = %err, suppressed, "could not publish a frame");
+                }
+                Sent::Done
+            }
         }
     }
 }

@@ -130,16 +130,16 @@ impl Sockets {
         let open = |kind: zmq::SocketType,
                     name: &str,
                     port: u16,
-                    configure: &dyn Fn(&zmq::Socket) -> zmq::Result<()>|
+                    configure: &dyn Fn(&mut zmq::Socket) -> zmq::Result<()>|
          -> Result<(zmq::Socket, u16), String> {
             let endpoint = config.endpoint(port);
             let fail = |err: zmq::Error| {
                 format!("plugins.apps.zmq: cannot bind the {name} socket to {endpoint}: {err}")
             };
-            let socket = context.socket(kind).map_err(fail)?;
+            let mut socket = context.socket(kind).map_err(fail)?;
             socket.set_linger(LINGER_MS).map_err(fail)?;
             socket.set_ipv6(config.is_ipv6()).map_err(fail)?;
-            configure(&socket).map_err(fail)?;
+            configure(&mut socket).map_err(fail)?;
             socket.bind(&endpoint).map_err(fail)?;
             let bound = socket
                 .get_last_endpoint()
@@ -155,7 +155,10 @@ impl Sockets {
             socket.set_maxmsgsize(config.max_message_size)
         })?;
         let (publish, pub_port) = open(zmq::PUB, "pub", config.pub_port, &|socket| {
-            socket.set_sndhwm(config.send_hwm)
+            socket.set_sndhwm(config.send_hwm)?;
+            // A full app buffer makes the send fail rather than drop the frame silently; the
+            // publisher then holds that app's frames (see publisher.rs).
+            crate::set_nodrop(socket)
         })?;
         let (receive, sub_port) = open(zmq::SUB, "sub", config.sub_port, &|socket| {
             socket.set_rcvtimeo(POLL_INTERVAL_MS)?;
@@ -278,10 +281,7 @@ impl Manager {
             })
             .map_err(|e| e.to_string())?;
         let id = receiver.id;
-        let outlet = publisher::Outlet {
-            p2p_topic: Arc::from(p2p_topic.as_str()),
-            queue: receiver,
-        };
+        let outlet = publisher::Outlet::new(Arc::from(p2p_topic.as_str()), receiver);
         if self.outlets.send(outlet).is_err() {
             let _ = self.bus.blocking_remove_subscriber(id);
             return Err("the ZeroMQ publisher has stopped".into());

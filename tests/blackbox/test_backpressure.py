@@ -1,0 +1,63 @@
+"""An app that stops reading must not cost the others anything, and what it misses is counted.
+
+The bus holds a subscribed app's frames when ZeroMQ's buffer for that app is full
+(`ZMQ_XPUB_NODROP`), so a stalled app's bus queue fills and the bus drops for that subscriber
+alone, logging the count with the app's p2p topic. Without that, ZeroMQ drops the frames
+silently and nothing in the bus says so.
+"""
+
+import re
+
+import zmq
+
+import tbclient
+from tbclient import make_indicator
+
+N = 20000
+CHUNK = 500
+
+
+def test_stalled_app_loses_alone_and_its_drops_are_logged(bus_factory):
+    bus = bus_factory(
+        extra_zmq_keys={"send_hwm": 200},
+        extra_top_level={"bus": {"queue_capacity": 500}},
+    )
+    stalled = tbclient.manage(bus.manage_port, {"action": "subscribe", "topic": "stix2/indicator"})
+    assert stalled["status"] == "success", stalled
+    stalled_sock = tbclient.ctx().socket(zmq.SUB)
+    stalled_sock.setsockopt(zmq.LINGER, 0)
+    stalled_sock.setsockopt(zmq.RCVHWM, 1)
+    stalled_sock.setsockopt(zmq.RCVBUF, 4096)
+    stalled_sock.connect(f"tcp://127.0.0.1:{bus.pub_port}")
+    stalled_sock.setsockopt_string(zmq.SUBSCRIBE, stalled["topic"])
+
+    active = bus.subscriber("stix2/indicator")
+    pub = bus.publisher()
+    bus.sync(pub, active)
+
+    # Paced in chunks so that the active app never lags: whatever it misses is the bus's fault.
+    received = []
+    for start in range(0, N, CHUNK):
+        for i in range(start, start + CHUNK):
+            pub.send("stix2/indicator", make_indicator(f"10.{i // 65536}.{i // 256 % 256}.{i % 256}", x_seq=i))
+        received.extend(obj["x_seq"] for _, obj in active.recv_n(CHUNK, timeout=60))
+    assert received == list(range(N))
+    assert bus.alive()
+
+    stalled_sock.close()
+    bus.stop()
+    log = bus.log()
+
+    def dropped_total(p2p: str) -> int:
+        totals = [
+            int(m.group(1))
+            for line in log.splitlines()
+            if "subscriber queue full" in line and f"label={p2p}" in line
+            for m in [re.search(r"dropped_total=(\d+)", line)]
+            if m
+        ]
+        return max(totals, default=0)
+
+    lost = dropped_total(stalled["topic"])
+    assert 0 < lost <= N, f"no drop count for the stalled app in the log:\n{bus.log_tail()}"
+    assert dropped_total(active.p2p) == 0
