@@ -1,17 +1,16 @@
 //! Lossless STIX 2.1 Indicator and Sighting.
 //!
 //! Parsing takes the properties the bus understands out of the JSON object, validates them and
-//! keeps every other property, in the order received, in `extra`. Serialising writes the known
-//! properties first (`type`, `spec_version`, `id`, `created`, `modified`, …) and then `extra`.
+//! keeps every other property, in the order received and as the JSON text it arrived as, in
+//! `extra`. Serialising writes the known properties first (`type`, `spec_version`, `id`,
+//! `created`, `modified`, …) and then `extra`.
 
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde::{Deserialize, Deserializer};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use crate::{SPEC_VERSION, StixError, StixId, Timestamp, pattern};
-
-/// Properties the bus does not interpret, in the order received.
-pub type Properties = Map<String, Value>;
+use crate::{Properties, SPEC_VERSION, StixError, StixId, Timestamp, pattern};
 
 /// `x_threatbus_update` on an Indicator: absent means a new indicator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,22 +140,22 @@ impl Fields {
         }
     }
 
-    fn insert(&mut self, key: String, value: Value) {
-        match KNOWN.iter().position(|k| *k == key) {
-            Some(index) => {
-                self.known[index] = Some((value, self.extra.len(), self.arrivals));
-                self.arrivals += 1;
-            }
-            None => {
-                self.extra.insert(key, value);
-            }
-        }
+    fn known_index(key: &str) -> Option<usize> {
+        KNOWN.iter().position(|k| *k == key)
     }
 
-    fn from_map(map: Properties) -> Self {
+    fn set_known(&mut self, index: usize, value: Value) {
+        self.known[index] = Some((value, self.extra.len(), self.arrivals));
+        self.arrivals += 1;
+    }
+
+    fn from_map(map: Map<String, Value>) -> Self {
         let mut fields = Self::new();
         for (key, value) in map {
-            fields.insert(key, value);
+            match Self::known_index(&key) {
+                Some(index) => fields.set_known(index, value),
+                None => fields.extra.push_value(key.into_boxed_str(), &value),
+            }
         }
         fields
     }
@@ -173,7 +172,7 @@ impl Fields {
         self.known[Self::index(key)].take().map(|(v, _, _)| v)
     }
 
-    /// Every property not taken, in the order received.
+    /// Every property not taken, in the order received, keys made unique (last value wins).
     fn into_extra(mut self) -> Properties {
         let mut left: Vec<(usize, usize, usize)> = self
             .known
@@ -189,9 +188,10 @@ impl Fields {
         for (inserted, (_, position, index)) in left.into_iter().enumerate() {
             if let Some((value, _, _)) = self.known[index].take() {
                 self.extra
-                    .shift_insert(position + inserted, KNOWN[index].to_owned(), value);
+                    .insert_value_at(position + inserted, KNOWN[index], &value);
             }
         }
+        self.extra.dedup();
         self.extra
     }
 }
@@ -213,8 +213,13 @@ impl<'de> Deserialize<'de> for Fields {
             ) -> Result<Fields, A::Error> {
                 let mut fields = Fields::new();
                 while let Some(key) = map.next_key::<String>()? {
-                    let value = map.next_value::<Value>()?;
-                    fields.insert(key, value);
+                    match Fields::known_index(&key) {
+                        Some(index) => fields.set_known(index, map.next_value::<Value>()?),
+                        // Kept as text: no tree is built for what the bus does not read.
+                        None => fields
+                            .extra
+                            .push_raw(key.into_boxed_str(), map.next_value::<Box<RawValue>>()?),
+                    }
                 }
                 Ok(fields)
             }
@@ -311,16 +316,9 @@ impl Common {
     }
 }
 
-fn serialize_extra<M: SerializeMap>(map: &mut M, extra: &Properties) -> Result<(), M::Error> {
-    for (key, value) in extra {
-        map.serialize_entry(key, value)?;
-    }
-    Ok(())
-}
-
 impl Indicator {
     /// Parses and validates an Indicator from a JSON object.
-    pub fn from_map(map: Properties) -> Result<Self, StixError> {
+    pub fn from_map(map: Map<String, Value>) -> Result<Self, StixError> {
         Self::from_fields(Fields::from_map(map))
     }
 
@@ -360,7 +358,7 @@ impl Indicator {
 
     /// `x_threatbus_update`, if present and one of the known values.
     pub fn update(&self) -> Option<Operation> {
-        match self.extra.get("x_threatbus_update")?.as_str()? {
+        match self.extra.get_str("x_threatbus_update")?.as_str() {
             "EDIT" => Some(Operation::Edit),
             "REMOVE" => Some(Operation::Remove),
             _ => None,
@@ -370,7 +368,7 @@ impl Indicator {
 
 impl Sighting {
     /// Parses and validates a Sighting from a JSON object.
-    pub fn from_map(map: Properties) -> Result<Self, StixError> {
+    pub fn from_map(map: Map<String, Value>) -> Result<Self, StixError> {
         Self::from_fields(Fields::from_map(map))
     }
 
@@ -406,7 +404,7 @@ impl Sighting {
 
     /// `x_threatbus_match_type`, if present and one of the known values.
     pub fn match_type(&self) -> Option<MatchType> {
-        match self.extra.get("x_threatbus_match_type")?.as_str()? {
+        match self.extra.get_str("x_threatbus_match_type")?.as_str() {
             "LIVE" => Some(MatchType::Live),
             "RETRO" => Some(MatchType::Retro),
             _ => None,
@@ -428,7 +426,7 @@ impl Serialize for Indicator {
         if let Some(valid_from) = &self.valid_from {
             map.serialize_entry("valid_from", &valid_from.to_stix_string(0))?;
         }
-        serialize_extra(&mut map, &self.extra)?;
+        self.extra.serialize_into(&mut map)?;
         map.end()
     }
 }
@@ -449,7 +447,7 @@ impl Serialize for Sighting {
         if let Some(last_seen) = &self.last_seen {
             map.serialize_entry("last_seen", &last_seen.to_stix_string(0))?;
         }
-        serialize_extra(&mut map, &self.extra)?;
+        self.extra.serialize_into(&mut map)?;
         map.end()
     }
 }
@@ -469,7 +467,7 @@ macro_rules! deserialize_via_map {
     ($ty:ty) => {
         impl<'de> Deserialize<'de> for $ty {
             fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-                let map = Properties::deserialize(deserializer)?;
+                let map = Map::<String, Value>::deserialize(deserializer)?;
                 Self::from_map(map).map_err(serde::de::Error::custom)
             }
         }
@@ -556,16 +554,16 @@ mod tests {
         // they went in (found by fuzzing: a float changed in its last digit).
         let text = r#"{"type":"indicator","spec_version":"2.1","id":"indicator--df0f9a0e-c3b6-4f53-b0cf-5e9c454ee0cc","created":"2020-06-23T12:34:56.000Z","modified":"2020-06-23T12:34:56.000Z","pattern":"[ipv4-addr:value = '6.6.6.6']","pattern_type":"stix","x_big":123456789012345678901234567890,"x_float":7.7777777777777777777777777777777777771777e83,"x_small":0.1,"x_neg":-0.0}"#;
         let parsed = StixObject::from_slice(text.as_bytes()).unwrap();
-        // Every digit is kept; only the exponent gains its sign.
-        let expected = text.replace("e83", "e+83");
-        assert_eq!(serde_json::to_string(&parsed).unwrap(), expected);
+        // Custom properties are kept as the text they arrived as: every digit, even the
+        // exponent's spelling.
+        assert_eq!(serde_json::to_string(&parsed).unwrap(), text);
     }
 
     #[test]
     fn known_properties_come_first_and_extras_keep_their_order() {
         let parsed = StixObject::from_value(indicator_json()).unwrap();
         let text = serde_json::to_string(&parsed).unwrap();
-        let keys: Vec<_> = serde_json::from_str::<Properties>(&text)
+        let keys: Vec<_> = serde_json::from_str::<Map<String, Value>>(&text)
             .unwrap()
             .keys()
             .cloned()
