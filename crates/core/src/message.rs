@@ -8,11 +8,13 @@
 //! * `{"type":"snapshotrequest","snapshot_type":1|2,"snapshot_id":"…","snapshot":<seconds>}`
 //! * `{"type":"snapshotenvelope","snapshot_type":1|2,"snapshot_id":"…","body":{…STIX…}}`
 
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use jiff::SignedDuration;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use thiserror::Error;
 use threatbus_stix::{Indicator, Sighting, StixError, StixObject};
@@ -140,9 +142,15 @@ impl Message {
         })
     }
 
-    /// Decodes any bus message, dispatching on its `type`.
+    /// Decodes any bus message, dispatching on its `type`. STIX objects and envelopes are read
+    /// without a JSON tree, exactly as [`Message::from_stix_json`] and
+    /// [`Message::from_envelope_json`] read them, so every way in gives the same encoding.
     pub fn from_json(json: &[u8]) -> Result<Self, DecodeError> {
-        Self::from_value(parse_json(json)?)
+        match peek_type(json).as_deref() {
+            Some("indicator") | Some("sighting") => Self::from_stix_json(json),
+            Some("snapshotenvelope") => Self::from_envelope_json(json),
+            _ => Self::from_value(parse_json(json)?),
+        }
     }
 
     /// Decodes an Indicator or a Sighting; anything else is an error.
@@ -152,13 +160,38 @@ impl Message {
 
     /// Decodes a snapshot envelope; anything else is an error.
     pub fn from_envelope_json(json: &[u8]) -> Result<Self, DecodeError> {
-        let Value::Object(map) = parse_json(json)? else {
-            return Err(DecodeError::NotAnObject);
+        // The body stays JSON text until it is read as a STIX object, as on every other way in.
+        let raw: HashMap<String, Box<RawValue>> = match serde_json::from_slice(json) {
+            Ok(raw) => raw,
+            Err(err) if err.is_data() => return Err(DecodeError::NotAnObject),
+            Err(err) => return Err(DecodeError::Json(err.to_string())),
         };
-        match map.get("type").and_then(Value::as_str) {
-            Some("snapshotenvelope") => decode_envelope(map),
-            other => Err(DecodeError::UnexpectedType(other.unwrap_or("").to_owned())),
+        let value = |key: &str| {
+            raw.get(key)
+                .and_then(|v| serde_json::from_str::<Value>(v.get()).ok())
+        };
+        match value("type").as_ref().and_then(Value::as_str) {
+            Some("snapshotenvelope") => {}
+            other => return Err(DecodeError::UnexpectedType(other.unwrap_or("").to_owned())),
         }
+        let mut head = Map::new();
+        for key in ["snapshot_type", "snapshot_id"] {
+            if let Some(v) = value(key) {
+                head.insert(key.to_owned(), v);
+            }
+        }
+        let body = match raw.get("body") {
+            Some(body) if body.get().starts_with('{') => {
+                Message::from_stix(StixObject::from_slice(body.get().as_bytes())?)
+            }
+            _ => {
+                return Err(DecodeError::Field {
+                    kind: "snapshotenvelope",
+                    key: "body",
+                });
+            }
+        };
+        envelope(&head, body)
     }
 
     /// Decodes any bus message from a parsed JSON value.
@@ -209,6 +242,39 @@ impl fmt::Debug for Message {
     }
 }
 
+/// The `type` of a JSON object (the last one, as a JSON reader takes duplicates), read without
+/// building a tree; `None` if the text is not an object or has no string `type`.
+fn peek_type(json: &[u8]) -> Option<String> {
+    struct TypeOf;
+    impl<'de> serde::de::Visitor<'de> for TypeOf {
+        type Value = Option<String>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut found = None;
+            while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                if key == "type" {
+                    found = match map.next_value::<Value>()? {
+                        Value::String(ty) => Some(ty),
+                        _ => None,
+                    };
+                } else {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+            Ok(found)
+        }
+    }
+    let mut deserializer = serde_json::Deserializer::from_slice(json);
+    serde::Deserializer::deserialize_map(&mut deserializer, TypeOf)
+        .ok()
+        .flatten()
+}
+
 fn parse_json(json: &[u8]) -> Result<Value, DecodeError> {
     serde_json::from_slice(json).map_err(|e| DecodeError::Json(e.to_string()))
 }
@@ -257,17 +323,21 @@ fn decode_request(map: Map<String, Value>) -> Result<Message, DecodeError> {
 }
 
 fn decode_envelope(mut map: Map<String, Value>) -> Result<Message, DecodeError> {
-    const KIND: &str = "snapshotenvelope";
-    let (snapshot_type, snapshot_id) = decode_common(&map, KIND)?;
     let body = match map.remove("body") {
         Some(body @ Value::Object(_)) => Message::from_stix(StixObject::from_value(body)?),
         _ => {
             return Err(DecodeError::Field {
-                kind: KIND,
+                kind: "snapshotenvelope",
                 key: "body",
             });
         }
     };
+    envelope(&map, body)
+}
+
+/// An envelope from its `snapshot_type`/`snapshot_id` and its decoded body.
+fn envelope(head: &Map<String, Value>, body: Message) -> Result<Message, DecodeError> {
+    let (snapshot_type, snapshot_id) = decode_common(head, "snapshotenvelope")?;
     Ok(Message::new(Body::SnapshotEnvelope(SnapshotEnvelope {
         snapshot_type,
         snapshot_id,
@@ -341,6 +411,46 @@ mod tests {
 
     /// 42 days 23 hours 13 minutes 37 seconds, upstream's fixture duration.
     const FIXTURE_SECONDS: i64 = 42 * 86400 + 23 * 3600 + 13 * 60 + 37;
+
+    #[test]
+    fn every_way_in_gives_the_same_encoding() {
+        // Found by fuzzing: the generic decoder normalised a `\uXXXX` escape that the STIX
+        // decoder kept, so re-decoding our own encoding changed it.
+        let indicator = r#"{"type":"indicator","spec_version":"2.1","id":"indicator--df0f9a0e-c3b6-4f53-b0cf-5e9c454ee0cc","created":"2020-06-23T12:34:56.000Z","modified":"2020-06-23T12:34:56.000Z","pattern":"[ipv4-addr:value = '6.6.6.6']","pattern_type":"stix","x_text":"caf\u00e9","x_list":[ 1, 2 ],"x_n":1e83}"#;
+        let stix = Message::from_stix_json(indicator.as_bytes()).unwrap();
+        let any = Message::from_json(indicator.as_bytes()).unwrap();
+        assert_eq!(any.json(), stix.json());
+        assert!(
+            String::from_utf8_lossy(stix.json())
+                .contains(r#""x_text":"caf\u00e9","x_list":[ 1, 2 ],"x_n":1e83"#)
+        );
+        let envelope = format!(
+            r#"{{"type":"snapshotenvelope","snapshot_type":1,"snapshot_id":"s","body":{indicator}}}"#
+        );
+        for decoded in [
+            Message::from_json(envelope.as_bytes()).unwrap(),
+            Message::from_envelope_json(envelope.as_bytes()).unwrap(),
+        ] {
+            let Body::SnapshotEnvelope(e) = decoded.body() else {
+                panic!("not an envelope")
+            };
+            assert_eq!(e.body.json(), stix.json());
+            assert_eq!(
+                Message::from_json(decoded.json()).unwrap().json(),
+                decoded.json()
+            );
+        }
+        assert!(matches!(
+            Message::from_envelope_json(b"[1]"),
+            Err(DecodeError::NotAnObject)
+        ));
+        assert!(
+            Message::from_envelope_json(
+                br#"{"type":"snapshotenvelope","snapshot_type":1,"snapshot_id":"s","body":[1]}"#
+            )
+            .is_err()
+        );
+    }
 
     #[test]
     fn snapshot_request_encoding_matches_upstream() {
