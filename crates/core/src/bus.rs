@@ -230,7 +230,7 @@ impl Bus {
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), BusError> {
         // The queues into the router and to the backbone only smooth out bursts: when they are
         // full, publishers wait (no loss), so they need not be as deep as subscriber queues,
-        // and each queued message costs memory (about 2.7 KiB for a 500-byte indicator).
+        // and each queued message costs memory (about 1.7 KiB for a 500-byte indicator).
         let capacity = self.config.queue_capacity.min(INTAKE_CAPACITY);
         let (router_tx, router_rx) = mpsc::channel(capacity);
         let phases = Shutdown {

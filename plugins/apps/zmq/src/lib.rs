@@ -39,10 +39,11 @@ pub struct ZmqConfig {
     /// larger one is disconnected by ZeroMQ (and reconnects). Default 1 MiB.
     #[serde(default = "default_max_message_size")]
     pub max_message_size: i64,
-    /// Per-app send buffer of the pub socket, in messages (ZeroMQ's high-water mark). When an app
-    /// reads slower than the bus publishes, frames beyond this are dropped by ZeroMQ for that
-    /// app only. Default 10000.
-    #[serde(default = "default_hwm")]
+    /// Per-app send buffer of the pub socket, in messages (ZeroMQ's high-water mark). When it is
+    /// full the publisher holds that app's frames and the app's bus queue absorbs the lag
+    /// (`bus.queue_capacity`, then `bus.when_full`); ZeroMQ drops nothing. Default 1000, as
+    /// ZeroMQ's own default: the bus queue, not ZeroMQ, is where lag is buffered and counted.
+    #[serde(default = "default_send_hwm")]
     pub send_hwm: i32,
     /// Receive buffer of the sub socket, in messages (ZeroMQ's high-water mark). When apps
     /// publish faster than the bus takes messages in, ZeroMQ buffers up to this many; beyond it
@@ -57,6 +58,10 @@ pub struct ZmqConfig {
 
 fn default_max_message_size() -> i64 {
     1024 * 1024
+}
+
+fn default_send_hwm() -> i32 {
+    1000
 }
 
 fn default_hwm() -> i32 {
