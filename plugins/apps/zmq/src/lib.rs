@@ -43,11 +43,12 @@ pub struct ZmqConfig {
     /// full the publisher holds that app's frames and the app's bus queue absorbs the lag
     /// (`bus.queue_capacity`, then `bus.when_full`); ZeroMQ drops nothing. Default 1000, as
     /// ZeroMQ's own default: the bus queue, not ZeroMQ, is where lag is buffered and counted.
-    #[serde(default = "default_send_hwm")]
+    #[serde(default = "default_hwm")]
     pub send_hwm: i32,
     /// Receive buffer of the sub socket, in messages (ZeroMQ's high-water mark). When apps
     /// publish faster than the bus takes messages in, ZeroMQ buffers up to this many; beyond it
-    /// the publishing app's own send buffer fills and its ZeroMQ drops. Default 10000.
+    /// the publishing app's own send buffer fills (and, unless it sets `ZMQ_XPUB_NODROP`, its
+    /// ZeroMQ drops). Default 1000, as ZeroMQ's own default.
     #[serde(default = "default_hwm")]
     pub receive_hwm: i32,
     /// Forget a subscription that has sent no heartbeat (and no other request) for this many
@@ -60,12 +61,9 @@ fn default_max_message_size() -> i64 {
     1024 * 1024
 }
 
-fn default_send_hwm() -> i32 {
-    1000
-}
-
+/// ZeroMQ's own default, which the Python Threat Bus runs with.
 fn default_hwm() -> i32 {
-    10_000
+    1000
 }
 
 impl ZmqConfig {
