@@ -35,6 +35,11 @@ pub const BACKBONES: &[BackbonePlugin] = &[
         name: "inmem",
         build: |section| Ok(Box::new(threatbus_inmem::InMemory::build(section)?)),
     },
+    #[cfg(feature = "rabbitmq")]
+    BackbonePlugin {
+        name: "rabbitmq",
+        build: |section| Ok(Box::new(threatbus_rabbitmq::RabbitMq::build(section)?)),
+    },
 ];
 
 /// The built plugins, ready to run.
@@ -167,8 +172,11 @@ mod tests {
         assert_eq!(
             errs,
             [
-                "plugins.apps.foo: unknown plugin \"foo\"; compiled-in apps: zmq",
-                "plugins.backbones.kafka: unknown plugin \"kafka\"; compiled-in backbones: inmem",
+                "plugins.apps.foo: unknown plugin \"foo\"; compiled-in apps: zmq".to_owned(),
+                format!(
+                    "plugins.backbones.kafka: unknown plugin \"kafka\"; compiled-in backbones: {}",
+                    names(BACKBONES)
+                ),
             ]
         );
     }
@@ -186,6 +194,30 @@ mod tests {
         assert_eq!(
             errs,
             ["plugins.apps: no app configured; compiled-in apps: zmq"]
+        );
+    }
+
+    #[cfg(feature = "rabbitmq")]
+    #[test]
+    fn rabbitmq_is_compiled_in_and_validated() {
+        let zmq = json!({"host": "127.0.0.1", "manage": 1, "pub": 2, "sub": 3});
+        let rabbitmq =
+            json!({"host": "localhost", "port": 5672, "username": "guest", "password": "guest"});
+        // Upstream's example config lists both backbones; RabbitMQ carries the messages.
+        let plugins = build(&config(
+            json!({"zmq": zmq}),
+            json!({"inmem": {}, "rabbitmq": rabbitmq}),
+        ))
+        .unwrap();
+        assert_eq!(plugins.backbone.name(), "rabbitmq");
+        assert_eq!(plugins.notes.len(), 1);
+        let errs = errors(&config(
+            json!({"zmq": zmq}),
+            json!({"rabbitmq": {"host": "localhost", "username": "u", "password": "p"}}),
+        ));
+        assert_eq!(
+            errs,
+            ["plugins.backbones.rabbitmq.port: required, but missing"]
         );
     }
 

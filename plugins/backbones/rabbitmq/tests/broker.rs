@@ -1,0 +1,1149 @@
+//! The RabbitMQ backbone against the real server on 127.0.0.1:5672 (guest/guest), driven
+//! through whole buses. Every test uses its own exchange and queue names and removes them at
+//! the end. A test fails, never skips, when the server is unreachable.
+//!
+//! Connection failures are produced with a small TCP proxy between the bus and the server that
+//! can refuse connections and cut the open ones, so that reconnects are tested without
+//! restarting the shared server (the black-box tests do that).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use jiff::SignedDuration;
+use lapin::options::{
+    BasicGetOptions, BasicPublishOptions, ExchangeDeclareOptions, QueueBindOptions,
+    QueueDeclareOptions, QueueDeleteOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use serde_json::{Value, json};
+use threatbus_core::{
+    App, Body, BoxFuture, Bus, BusConfig, BusError, BusHandle, Message, MessageType, PluginError,
+    Shutdown, SnapshotEnvelope, SubscriberOptions, SubscriberReceiver,
+};
+use threatbus_rabbitmq::{RabbitMq, RabbitMqStats};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+const BROKER: &str = "127.0.0.1:5672";
+const BROKER_PORT: u16 = 5672;
+
+// --------------------------------------------------------------------------------- helpers
+
+/// A connection of the test itself, for preparing and inspecting broker objects.
+async fn admin() -> (Connection, Channel) {
+    let uri = format!("amqp://guest:guest@{BROKER}/%2f");
+    let connection = Connection::connect(&uri, ConnectionProperties::default())
+        .await
+        .unwrap_or_else(|err| {
+            panic!("these tests need RabbitMQ on {BROKER} with user guest/guest: {err}")
+        });
+    let channel = connection.create_channel().await.expect("admin channel");
+    (connection, channel)
+}
+
+fn unique(what: &str) -> String {
+    format!(
+        "tb-test-{what}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    )
+}
+
+/// The config section of one instance.
+fn section(exchange: &str, suffix: &str, port: u16) -> Value {
+    json!({
+        "host": "127.0.0.1", "port": port, "username": "guest", "password": "guest",
+        "exchange_name": exchange,
+        "queue": {"name_suffix": suffix},
+        "reconnect": {"min_delay": 0.05, "max_delay": 0.5},
+        "connect_timeout": 5,
+        "flush_timeout": 5,
+    })
+}
+
+fn queue_of(suffix: &str) -> String {
+    format!("threatbus.{suffix}")
+}
+
+/// Removes what a test created (also the leftovers of a failed earlier run of that test).
+async fn cleanup(exchange: &str, queues: &[String]) {
+    let (connection, channel) = admin().await;
+    for queue in queues {
+        let _ = channel
+            .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+            .await;
+    }
+    let _ = channel
+        .exchange_delete(exchange.into(), Default::default())
+        .await;
+    let _ = connection.close(200, "OK".into()).await;
+}
+
+/// Removes a test's exchange and queues when dropped, also when the test fails (on a thread
+/// of its own: `Drop` cannot await).
+struct Cleanup {
+    exchange: String,
+    queues: Vec<String>,
+}
+
+impl Cleanup {
+    /// Removes leftovers of an earlier failed run and returns the guard.
+    async fn prepare(exchange: &str, queues: &[String]) -> Self {
+        cleanup(exchange, queues).await;
+        Self {
+            exchange: exchange.to_owned(),
+            queues: queues.to_vec(),
+        }
+    }
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let exchange = std::mem::take(&mut self.exchange);
+        let queues = std::mem::take(&mut self.queues);
+        let _ = std::thread::spawn(move || {
+            if let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                runtime.block_on(async {
+                    let _ =
+                        tokio::time::timeout(Duration::from_secs(5), cleanup(&exchange, &queues))
+                            .await;
+                });
+            }
+        })
+        .join();
+    }
+}
+
+/// An app that hands its bus handle to the test and idles until shutdown.
+struct Probe(oneshot::Sender<BusHandle>);
+
+impl App for Probe {
+    fn name(&self) -> &'static str {
+        "probe"
+    }
+    fn run(
+        self: Box<Self>,
+        bus: BusHandle,
+        shutdown: Shutdown,
+    ) -> BoxFuture<Result<(), PluginError>> {
+        Box::pin(async move {
+            let _ = self.0.send(bus);
+            shutdown.stop.cancelled().await;
+            Ok(())
+        })
+    }
+}
+
+/// A running bus instance with the RabbitMQ backbone.
+struct Instance {
+    bus: BusHandle,
+    shutdown: CancellationToken,
+    task: JoinHandle<Result<(), BusError>>,
+    stats: Arc<RabbitMqStats>,
+}
+
+/// Test logs: `RUST_LOG=threatbus_rabbitmq=debug cargo test ... -- --nocapture`.
+fn init_logging() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+impl Instance {
+    async fn start(section: Value) -> Self {
+        init_logging();
+        let backbone = RabbitMq::build(&section).expect("valid config");
+        let stats = backbone.stats();
+        let (tx, rx) = oneshot::channel();
+        let config = BusConfig {
+            shutdown_timeout: Duration::from_secs(10),
+            ..BusConfig::default()
+        };
+        let bus = Bus::new(config, Box::new(backbone), vec![Box::new(Probe(tx))]);
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(bus.run(shutdown.clone()));
+        Self {
+            bus: rx.await.expect("probe app started"),
+            shutdown,
+            task,
+            stats,
+        }
+    }
+
+    async fn stop(self) -> Arc<RabbitMqStats> {
+        self.shutdown.cancel();
+        let result = tokio::time::timeout(Duration::from_secs(20), self.task)
+            .await
+            .expect("bus stops within 20 s")
+            .expect("bus task");
+        result.expect("bus stops cleanly");
+        self.stats
+    }
+}
+
+/// Starts a bus that must fail; returns its error.
+async fn start_failing(section: Value) -> BusError {
+    let instance = Instance::start(section).await;
+    match tokio::time::timeout(Duration::from_secs(15), instance.task).await {
+        Ok(Ok(Err(err))) => err,
+        Ok(Ok(Ok(()))) => panic!("the bus stopped without an error"),
+        Ok(Err(err)) => panic!("bus task: {err}"),
+        Err(_) => panic!("the bus kept running instead of failing"),
+    }
+}
+
+async fn subscriber(bus: &BusHandle, topics: &[&str]) -> SubscriberReceiver {
+    let rx = bus
+        .add_subscriber(SubscriberOptions::default())
+        .await
+        .expect("add subscriber");
+    bus.subscribe(rx.id, topics.iter().map(|t| t.to_string()).collect(), None)
+        .await
+        .expect("subscribe");
+    rx
+}
+
+async fn recv(rx: &mut SubscriberReceiver, within: Duration) -> Message {
+    tokio::time::timeout(within, rx.recv())
+        .await
+        .unwrap_or_else(|_| panic!("a message within {within:?}"))
+        .expect("queue open")
+}
+
+/// Receives `n` messages and returns their `x_seq`.
+async fn recv_sequence(rx: &mut SubscriberReceiver, n: usize, within: Duration) -> Vec<u64> {
+    let deadline = tokio::time::Instant::now() + within;
+    let mut seen = Vec::with_capacity(n);
+    while seen.len() < n {
+        let message = tokio::time::timeout_at(deadline, rx.recv())
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "received {} of {n} messages within {within:?}; last: {:?}",
+                    seen.len(),
+                    seen.last()
+                )
+            })
+            .expect("queue open");
+        seen.push(sequence_of(&message));
+    }
+    seen
+}
+
+fn sequence_of(message: &Message) -> u64 {
+    let json: Value = serde_json::from_slice(message.json()).expect("JSON");
+    json["x_seq"].as_u64().expect("x_seq")
+}
+
+/// Nothing more arrives within `quiet`.
+async fn assert_silent(rx: &mut SubscriberReceiver, quiet: Duration) {
+    if let Ok(Some(extra)) = tokio::time::timeout(quiet, rx.recv()).await {
+        panic!("unexpected extra message {extra:?}");
+    }
+}
+
+fn indicator(n: u64) -> Message {
+    let id = format!("indicator--00000000-0000-4000-8000-{n:012}");
+    Message::from_json(
+        json!({
+            "type": "indicator", "spec_version": "2.1", "id": id,
+            "created": "2020-06-23T12:34:56.000Z", "modified": "2020-06-23T12:34:56.000Z",
+            "pattern": "[ipv4-addr:value = '6.6.6.6']", "pattern_type": "stix",
+            "pattern_version": "2.1", "valid_from": "2020-06-23T12:34:56.000Z",
+            "x_seq": n, "x_vendor": {"nested": [1, 2.50, "ü"]}
+        })
+        .to_string()
+        .as_bytes(),
+    )
+    .expect("valid indicator")
+}
+
+fn sighting() -> Message {
+    Message::from_json(
+        json!({
+            "type": "sighting", "spec_version": "2.1",
+            "id": "sighting--df0f9a0e-c3b6-4f53-b0cf-5e9c454ee0cc",
+            "created": "2020-06-23T12:34:56.000Z", "modified": "2020-06-23T12:34:56.000Z",
+            "sighting_of_ref": "indicator--df0f9a0e-c3b6-4f53-b0cf-5e9c454ee0cc",
+            "x_threatbus_source": "zeek"
+        })
+        .to_string()
+        .as_bytes(),
+    )
+    .expect("valid sighting")
+}
+
+/// Waits until `queue` exists and has a consumer (the instance consuming it is ready).
+async fn wait_for_consumer(queue: &str) {
+    let (connection, _) = admin().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        // A failed passive declare closes the channel: use a fresh one each time.
+        let channel = connection.create_channel().await.expect("channel");
+        let declared = channel
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await;
+        if declared.is_ok_and(|q| q.consumer_count() > 0) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no consumer on queue {queue} within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = connection.close(200, "OK".into()).await;
+}
+
+/// Publishes a raw body to the exchange, as a foreign publisher would.
+async fn publish_raw(channel: &Channel, exchange: &str, body: &[u8], message_id: Option<&str>) {
+    let mut properties = BasicProperties::default();
+    if let Some(id) = message_id {
+        properties = properties.with_message_id(id.into());
+    }
+    channel
+        .basic_publish(
+            exchange.into(),
+            "".into(),
+            BasicPublishOptions::default(),
+            body,
+            properties,
+        )
+        .await
+        .expect("raw publish");
+}
+
+/// Declares the exchange as upstream does, so raw publishes before a bus starts are routed.
+async fn declare_upstream_exchange(channel: &Channel, exchange: &str) {
+    channel
+        .exchange_declare(
+            exchange.into(),
+            ExchangeKind::Fanout,
+            ExchangeDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("declare exchange");
+}
+
+// ------------------------------------------------------------------------------ the proxy
+
+/// A TCP proxy to the server that can refuse new connections, cut open ones, or freeze them
+/// (stop forwarding but keep them open, like a network that silently drops everything).
+struct Proxy {
+    port: u16,
+    up: Arc<AtomicBool>,
+    links: Arc<Mutex<Vec<Link>>>,
+    acceptor: JoinHandle<()>,
+}
+
+/// One proxied connection.
+struct Link {
+    task: JoinHandle<()>,
+    frozen: Arc<AtomicBool>,
+}
+
+impl Proxy {
+    async fn start(up: bool) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let port = listener.local_addr().expect("proxy address").port();
+        let up = Arc::new(AtomicBool::new(up));
+        let links: Arc<Mutex<Vec<Link>>> = Arc::default();
+        let acceptor = tokio::spawn({
+            let up = up.clone();
+            let links = links.clone();
+            async move {
+                while let Ok((client, _)) = listener.accept().await {
+                    if !up.load(Ordering::SeqCst) {
+                        drop(client);
+                        continue;
+                    }
+                    let frozen = Arc::new(AtomicBool::new(false));
+                    let task = tokio::spawn(forward(client, frozen.clone()));
+                    links.lock().expect("links").push(Link { task, frozen });
+                }
+            }
+        });
+        Self {
+            port,
+            up,
+            links,
+            acceptor,
+        }
+    }
+
+    /// Refuses (`false`) or forwards (`true`) new connections.
+    fn set_up(&self, up: bool) {
+        self.up.store(up, Ordering::SeqCst);
+    }
+
+    /// Closes every open connection abruptly, both ways.
+    fn cut(&self) {
+        for link in self.links.lock().expect("links").drain(..) {
+            link.task.abort();
+        }
+    }
+
+    /// Stops forwarding on every open connection without closing it; new ones work.
+    fn freeze(&self) {
+        for link in self.links.lock().expect("links").iter() {
+            link.frozen.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
+/// Copies both ways between `client` and the server until either side closes; while `frozen`,
+/// forwards nothing (what arrives meanwhile is dropped, as by a broken network).
+async fn forward(client: TcpStream, frozen: Arc<AtomicBool>) {
+    let Ok(server) = TcpStream::connect(BROKER).await else {
+        return;
+    };
+    let (client_read, client_write) = client.into_split();
+    let (server_read, server_write) = server.into_split();
+    tokio::select! {
+        _ = pipe(client_read, server_write, frozen.clone()) => {}
+        _ = pipe(server_read, client_write, frozen) => {}
+    }
+}
+
+async fn pipe(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    frozen: Arc<AtomicBool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buffer = vec![0u8; 64 * 1024];
+    loop {
+        match from.read(&mut buffer).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) if frozen.load(Ordering::SeqCst) => {}
+            Ok(n) => {
+                if to.write_all(&buffer[..n]).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.cut();
+        self.acceptor.abort();
+    }
+}
+
+// ---------------------------------------------------------------------------------- tests
+
+/// Upstream's `test_rabbitmq` round trip, for all four message kinds, end to end through the
+/// server: indicator and sighting to a subscriber; a snapshot request (issued by the core for a
+/// subscription with a snapshot) to an app that answers snapshots; its envelope back to the
+/// requester. A raw queue on the same exchange sees upstream's wire format.
+#[tokio::test]
+async fn round_trip_of_all_four_message_kinds() {
+    let exchange = unique("roundtrip");
+    let suffix = unique("a");
+    let wire_queue = unique("wire");
+    let _cleanup = Cleanup::prepare(&exchange, &[queue_of(&suffix), wire_queue.clone()]).await;
+
+    let (connection, channel) = admin().await;
+    declare_upstream_exchange(&channel, &exchange).await;
+    channel
+        .queue_declare(
+            wire_queue.as_str().into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("wire queue");
+    channel
+        .queue_bind(
+            wire_queue.as_str().into(),
+            exchange.as_str().into(),
+            "".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("bind wire queue");
+
+    let instance = Instance::start(section(&exchange, &suffix, BROKER_PORT)).await;
+    let bus = &instance.bus;
+    let mut stix = subscriber(bus, &["stix2"]).await;
+    let mut answerer = bus
+        .add_subscriber(SubscriberOptions {
+            label: "answers snapshots".into(),
+            snapshot_requests: true,
+        })
+        .await
+        .expect("answerer");
+
+    let sent_indicator = indicator(1);
+    let sent_sighting = sighting();
+    bus.publish(sent_indicator.clone()).await.expect("publish");
+    bus.publish(sent_sighting.clone()).await.expect("publish");
+    let within = Duration::from_secs(10);
+    let got = recv(&mut stix, within).await;
+    assert_eq!(got, sent_indicator);
+    assert_eq!(got.json(), sent_indicator.json());
+    let got = recv(&mut stix, within).await;
+    assert_eq!(got, sent_sighting);
+
+    // Snapshot request, issued by the core through the backbone.
+    let mut requester = bus
+        .add_subscriber(SubscriberOptions::default())
+        .await
+        .expect("requester");
+    let snapshot_id = bus
+        .subscribe(
+            requester.id,
+            vec!["stix2/indicator".into()],
+            Some(SignedDuration::from_hours(24 * 30)),
+        )
+        .await
+        .expect("subscribe with snapshot")
+        .expect("a snapshot id");
+    let request = recv(&mut answerer, within).await;
+    let Body::SnapshotRequest(body) = request.body() else {
+        panic!("expected a snapshot request, got {request:?}");
+    };
+    assert_eq!(body.snapshot_id, snapshot_id);
+    assert_eq!(body.snapshot_type, MessageType::Indicator);
+    assert_eq!(body.snapshot, SignedDuration::from_hours(24 * 30));
+
+    // The answer travels back as an envelope; only its body reaches the requester.
+    let answer = indicator(2);
+    let envelope = Message::new(Body::SnapshotEnvelope(SnapshotEnvelope {
+        snapshot_type: MessageType::Indicator,
+        snapshot_id: snapshot_id.clone(),
+        body: answer.clone(),
+    }));
+    bus.publish(envelope.clone())
+        .await
+        .expect("publish envelope");
+    assert_eq!(recv(&mut requester, within).await, answer);
+
+    // The wire: upstream's JSON bodies, dispatched on `type`, plus our properties.
+    let mut bodies = Vec::new();
+    let deadline = tokio::time::Instant::now() + within;
+    while bodies.len() < 4 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "wire queue got {bodies:?}"
+        );
+        match channel
+            .basic_get(wire_queue.as_str().into(), BasicGetOptions { no_ack: true })
+            .await
+            .expect("basic.get")
+        {
+            Some(got) => {
+                let properties = &got.delivery.properties;
+                assert_eq!(properties.delivery_mode(), &Some(2), "persistent");
+                assert!(properties.message_id().is_some());
+                bodies.push(got.delivery.data.clone());
+            }
+            None => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    let types: Vec<String> = bodies
+        .iter()
+        .map(|b| {
+            serde_json::from_slice::<Value>(b).expect("JSON body")["type"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "indicator",
+            "sighting",
+            "snapshotrequest",
+            "snapshotenvelope"
+        ]
+    );
+    assert_eq!(bodies[0], sent_indicator.json().as_ref());
+    assert_eq!(bodies[1], sent_sighting.json().as_ref());
+    assert_eq!(bodies[3], envelope.json().as_ref());
+    let request_json: Value = serde_json::from_slice(&bodies[2]).expect("JSON");
+    assert_eq!(
+        request_json,
+        json!({"type": "snapshotrequest", "snapshot_type": 1, "snapshot_id": snapshot_id, "snapshot": 2592000})
+    );
+
+    let stats = instance.stop().await;
+    assert_eq!(RabbitMqStats::get(&stats.confirmed), 4);
+    assert_eq!(RabbitMqStats::get(&stats.received), 4);
+    let _ = connection.close(200, "OK".into()).await;
+}
+
+/// Bodies that are not bus messages are logged, counted and acknowledged; consumption goes on.
+#[tokio::test]
+async fn malformed_messages_do_not_stop_consumption() {
+    let exchange = unique("garbage");
+    let suffix = unique("g");
+    let queue = queue_of(&suffix);
+    let _cleanup = Cleanup::prepare(&exchange, std::slice::from_ref(&queue)).await;
+    let instance = Instance::start(section(&exchange, &suffix, BROKER_PORT)).await;
+    let mut rx = subscriber(&instance.bus, &["stix2/indicator"]).await;
+    wait_for_consumer(&queue).await;
+
+    let (connection, channel) = admin().await;
+    let garbage: [&[u8]; 7] = [
+        b"not json",
+        b"",
+        b"\xff\xfe\x00binary",
+        br#"{"no": "type"}"#,
+        br#"{"type": "malware", "id": "malware--1"}"#,
+        br#"{"type": "indicator", "id": "indicator--nonsense"}"#,
+        br#"{"type": "snapshotrequest", "snapshot_type": 9}"#,
+    ];
+    for body in garbage {
+        publish_raw(&channel, &exchange, body, None).await;
+    }
+    let valid = indicator(7);
+    publish_raw(&channel, &exchange, valid.json(), None).await;
+    assert_eq!(recv(&mut rx, Duration::from_secs(10)).await, valid);
+    assert_silent(&mut rx, Duration::from_millis(200)).await;
+
+    let stats = instance.stop().await;
+    assert_eq!(RabbitMqStats::get(&stats.undecodable), garbage.len() as u64);
+    // Everything was acknowledged: nothing is left in the queue.
+    let left = channel
+        .queue_declare(
+            queue.as_str().into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("queue still exists");
+    assert_eq!(left.message_count(), 0);
+    let _ = connection.close(200, "OK".into()).await;
+}
+
+/// An exchange that exists with other flags fails the bus once, with a message naming it;
+/// no endless reconnect loop. Same for a queue with other arguments.
+#[tokio::test]
+async fn mismatched_existing_objects_fail_once_with_a_clear_error() {
+    let exchange = unique("mismatch");
+    let suffix = unique("m");
+    let queue = queue_of(&suffix);
+    let _cleanup = Cleanup::prepare(&exchange, std::slice::from_ref(&queue)).await;
+    let (connection, channel) = admin().await;
+    channel
+        .exchange_declare(
+            exchange.as_str().into(),
+            ExchangeKind::Fanout,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("durable exchange");
+    let err = start_failing(section(&exchange, &suffix, BROKER_PORT))
+        .await
+        .to_string();
+    assert!(err.contains(&format!("{exchange:?}")), "{err}");
+    assert!(err.contains("PRECONDITION_FAILED"), "{err}");
+    assert!(err.contains("durable"), "{err}");
+    cleanup(&exchange, std::slice::from_ref(&queue)).await;
+
+    // A queue with other arguments (x-queue-mode default where the config says lazy).
+    let mut arguments = FieldTable::default();
+    arguments.insert(
+        ShortString::from("x-queue-mode"),
+        AMQPValue::LongString(LongString::from("default")),
+    );
+    let channel = connection.create_channel().await.expect("channel");
+    channel
+        .queue_declare(
+            queue.as_str().into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            arguments,
+        )
+        .await
+        .expect("queue with other arguments");
+    let err = start_failing(section(&exchange, &suffix, BROKER_PORT))
+        .await
+        .to_string();
+    assert!(err.contains(&format!("{queue:?}")), "{err}");
+    assert!(err.contains("x-queue-mode"), "{err}");
+    let _ = connection.close(200, "OK".into()).await;
+}
+
+/// A refused login and an unknown virtual host are configuration errors, not reasons to retry
+/// forever.
+#[tokio::test]
+async fn refused_login_and_unknown_vhost_fail_the_bus() {
+    let exchange = unique("login");
+    let suffix = unique("l");
+    let mut bad_password = section(&exchange, &suffix, BROKER_PORT);
+    bad_password["password"] = json!("wrong");
+    let err = start_failing(bad_password).await.to_string();
+    assert!(err.contains("ACCESS_REFUSED"), "{err}");
+
+    let mut bad_vhost = section(&exchange, &suffix, BROKER_PORT);
+    bad_vhost["vhost"] = json!(unique("no-such-vhost"));
+    let err = start_failing(bad_vhost).await.to_string();
+    assert!(
+        err.contains("vhost") || err.contains("NOT_ALLOWED"),
+        "{err}"
+    );
+}
+
+/// Two instances with their own queues on one exchange: a stream published at one reaches the
+/// subscribers of both, each message once, in order.
+#[tokio::test]
+async fn two_instances_each_receive_every_message_once_in_order() {
+    let exchange = unique("pair");
+    let (suffix_a, suffix_b) = (unique("a"), unique("b"));
+    let queues = [queue_of(&suffix_a), queue_of(&suffix_b)];
+    let _cleanup = Cleanup::prepare(&exchange, &queues).await;
+    let a = Instance::start(section(&exchange, &suffix_a, BROKER_PORT)).await;
+    let b = Instance::start(section(&exchange, &suffix_b, BROKER_PORT)).await;
+    let mut at_a = subscriber(&a.bus, &["stix2/indicator"]).await;
+    let mut at_b = subscriber(&b.bus, &["stix2"]).await;
+    wait_for_consumer(&queues[0]).await;
+    wait_for_consumer(&queues[1]).await;
+
+    const N: u64 = 2000;
+    let publishing = {
+        let bus = a.bus.clone();
+        tokio::spawn(async move {
+            for n in 1..=N {
+                bus.publish(indicator(n)).await.expect("publish");
+            }
+        })
+    };
+    let expected: Vec<u64> = (1..=N).collect();
+    let within = Duration::from_secs(30);
+    assert_eq!(recv_sequence(&mut at_a, N as usize, within).await, expected);
+    assert_eq!(recv_sequence(&mut at_b, N as usize, within).await, expected);
+    publishing.await.expect("publisher task");
+    assert_silent(&mut at_a, Duration::from_millis(300)).await;
+    assert_silent(&mut at_b, Duration::from_millis(10)).await;
+
+    let stats_b = b.stop().await;
+    let stats_a = a.stop().await;
+    assert_eq!(RabbitMqStats::get(&stats_a.confirmed), N);
+    assert_eq!(RabbitMqStats::get(&stats_a.received), N);
+    assert_eq!(RabbitMqStats::get(&stats_b.received), N);
+}
+
+/// A tiny confirm window is full most of the time: publishing must resume whenever confirms
+/// free it, also after the last message came in (a regression: the publisher once waited
+/// forever with messages buffered and none awaiting a confirm).
+#[tokio::test]
+async fn a_full_confirm_window_never_stalls_publishing() {
+    let exchange = unique("window");
+    let suffix = unique("w");
+    let queue = queue_of(&suffix);
+    let _cleanup = Cleanup::prepare(&exchange, std::slice::from_ref(&queue)).await;
+    let mut config = section(&exchange, &suffix, BROKER_PORT);
+    config["confirm_window"] = json!(2);
+    let instance = Instance::start(config).await;
+    let mut rx = subscriber(&instance.bus, &["stix2/indicator"]).await;
+    const N: u64 = 3000;
+    for n in 1..=N {
+        instance.bus.publish(indicator(n)).await.expect("publish");
+    }
+    let expected: Vec<u64> = (1..=N).collect();
+    assert_eq!(
+        recv_sequence(&mut rx, N as usize, Duration::from_secs(30)).await,
+        expected
+    );
+    let stats = instance.stop().await;
+    assert_eq!(RabbitMqStats::get(&stats.confirmed), N);
+}
+
+/// The bus starts while RabbitMQ is unreachable, takes messages meanwhile and delivers them in
+/// order once it can connect.
+#[tokio::test]
+async fn starts_without_rabbitmq_and_flushes_the_buffer_later() {
+    let exchange = unique("late");
+    let suffix = unique("l");
+    let queue = queue_of(&suffix);
+    let _cleanup = Cleanup::prepare(&exchange, std::slice::from_ref(&queue)).await;
+    let proxy = Proxy::start(false).await;
+    let instance = Instance::start(section(&exchange, &suffix, proxy.port)).await;
+    let mut rx = subscriber(&instance.bus, &["stix2/indicator"]).await;
+    for n in 1..=100 {
+        instance.bus.publish(indicator(n)).await.expect("publish");
+    }
+    assert_silent(&mut rx, Duration::from_millis(500)).await;
+    assert!(!instance.task.is_finished(), "the bus keeps running");
+
+    proxy.set_up(true);
+    let expected: Vec<u64> = (1..=100).collect();
+    assert_eq!(
+        recv_sequence(&mut rx, 100, Duration::from_secs(15)).await,
+        expected
+    );
+    instance.stop().await;
+}
+
+/// While disconnected, the publish buffer is bounded: the newest messages beyond it are
+/// dropped and counted; the older ones arrive.
+#[tokio::test]
+async fn a_full_buffer_drops_the_newest_and_counts_them() {
+    let exchange = unique("full");
+    let suffix = unique("f");
+    let queue = queue_of(&suffix);
+    let _cleanup = Cleanup::prepare(&exchange, std::slice::from_ref(&queue)).await;
+    let proxy = Proxy::start(false).await;
+    let mut config = section(&exchange, &suffix, proxy.port);
+    config["publish_buffer"] = json!(10);
+    let instance = Instance::start(config).await;
+    let mut rx = subscriber(&instance.bus, &["stix2/indicator"]).await;
+    for n in 1..=25 {
+        instance.bus.publish(indicator(n)).await.expect("publish");
+    }
+    // Let the backbone take them all in.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while RabbitMqStats::get(&instance.stats.dropped_buffer_full) < 15 {
+        assert!(tokio::time::Instant::now() < deadline, "drops not counted");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    proxy.set_up(true);
+    let expected: Vec<u64> = (1..=10).collect();
+    assert_eq!(
+        recv_sequence(&mut rx, 10, Duration::from_secs(15)).await,
+        expected
+    );
+    assert_silent(&mut rx, Duration::from_millis(300)).await;
+    let stats = instance.stop().await;
+    assert_eq!(RabbitMqStats::get(&stats.dropped_buffer_full), 15);
+}
+
+/// Connections cut again and again mid-stream: every message arrives, in order, none twice
+/// (unconfirmed messages are sent again and the repeats recognised by `message_id`).
+#[tokio::test]
+async fn cut_connections_lose_nothing_and_repeat_nothing() {
+    let exchange = unique("cut");
+    let suffix = unique("c");
+    let queue = queue_of(&suffix);
+    let _cleanup = Cleanup::prepare(&exchange, std::slice::from_ref(&queue)).await;
+    let proxy = Proxy::start(true).await;
+    let instance = Instance::start(section(&exchange, &suffix, proxy.port)).await;
+    let mut rx = subscriber(&instance.bus, &["stix2/indicator"]).await;
+
+    const N: u64 = 3000;
+    let publishing = {
+        let bus = instance.bus.clone();
+        tokio::spawn(async move {
+            for n in 1..=N {
+                bus.publish(indicator(n)).await.expect("publish");
+                if n % 100 == 0 {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+        })
+    };
+    let mut seen = Vec::new();
+    for round in 1..=5 {
+        let more = recv_sequence(&mut rx, 300, Duration::from_secs(30)).await;
+        seen.extend(more);
+        proxy.cut();
+        if round % 2 == 0 {
+            // Stay away a little, so that publishes pile up in the buffer.
+            proxy.set_up(false);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            proxy.set_up(true);
+        }
+    }
+    let rest = N as usize - seen.len();
+    seen.extend(recv_sequence(&mut rx, rest, Duration::from_secs(30)).await);
+    publishing.await.expect("publisher task");
+    assert_silent(&mut rx, Duration::from_millis(500)).await;
+    let expected: Vec<u64> = (1..=N).collect();
+    assert_eq!(seen, expected);
+
+    let stats = instance.stop().await;
+    // A cut may come while a half is still away (the subscriber reads from its local queue),
+    // so fewer than two reconnects per cut are possible.
+    assert!(
+        RabbitMqStats::get(&stats.reconnects) >= 1,
+        "{}",
+        stats.summary()
+    );
+    assert_eq!(
+        RabbitMqStats::get(&stats.confirmed),
+        N,
+        "{}",
+        stats.summary()
+    );
+}
+
+/// Connections that hang without failing (a network silently dropping everything): the
+/// publisher gives up on them after `confirm_timeout`, the consumer after missed heartbeats,
+/// and every message still arrives once, in order.
+#[tokio::test]
+async fn hung_connections_are_replaced() {
+    let exchange = unique("hung");
+    let suffix = unique("h");
+    let queue = queue_of(&suffix);
+    let _cleanup = Cleanup::prepare(&exchange, std::slice::from_ref(&queue)).await;
+    let proxy = Proxy::start(true).await;
+    let mut config = section(&exchange, &suffix, proxy.port);
+    config["confirm_timeout"] = json!(1);
+    config["heartbeat"] = json!(1);
+    let instance = Instance::start(config).await;
+    let mut rx = subscriber(&instance.bus, &["stix2/indicator"]).await;
+    for n in 1..=50 {
+        instance.bus.publish(indicator(n)).await.expect("publish");
+    }
+    let mut seen = recv_sequence(&mut rx, 50, Duration::from_secs(10)).await;
+    proxy.freeze();
+    for n in 51..=100 {
+        instance.bus.publish(indicator(n)).await.expect("publish");
+    }
+    seen.extend(recv_sequence(&mut rx, 50, Duration::from_secs(20)).await);
+    assert_eq!(seen, (1..=100).collect::<Vec<u64>>());
+    assert_silent(&mut rx, Duration::from_millis(300)).await;
+    let stats = instance.stop().await;
+    assert!(
+        RabbitMqStats::get(&stats.reconnects) >= 2,
+        "{}",
+        stats.summary()
+    );
+}
+
+/// The same `message_id` twice (a publisher's resend) reaches subscribers once; messages
+/// without ids (upstream's publisher) are never suppressed.
+#[tokio::test]
+async fn repeated_message_ids_are_delivered_once() {
+    let exchange = unique("repeat");
+    let suffix = unique("r");
+    let queue = queue_of(&suffix);
+    let _cleanup = Cleanup::prepare(&exchange, std::slice::from_ref(&queue)).await;
+    let instance = Instance::start(section(&exchange, &suffix, BROKER_PORT)).await;
+    let mut rx = subscriber(&instance.bus, &["stix2/indicator"]).await;
+    wait_for_consumer(&queue).await;
+    let (connection, channel) = admin().await;
+    let first = indicator(1);
+    let second = indicator(2);
+    publish_raw(&channel, &exchange, first.json(), Some("publisher-x.1")).await;
+    publish_raw(&channel, &exchange, first.json(), Some("publisher-x.1")).await;
+    publish_raw(&channel, &exchange, second.json(), Some("publisher-x.2")).await;
+    publish_raw(&channel, &exchange, first.json(), None).await;
+    publish_raw(&channel, &exchange, first.json(), None).await;
+    let got = recv_sequence(&mut rx, 4, Duration::from_secs(10)).await;
+    assert_eq!(got, [1, 2, 1, 1]);
+    assert_silent(&mut rx, Duration::from_millis(300)).await;
+    let stats = instance.stop().await;
+    assert_eq!(RabbitMqStats::get(&stats.repeats), 1);
+    let _ = connection.close(200, "OK".into()).await;
+}
+
+/// Shutdown right after a burst: everything is confirmed before the connection closes, and
+/// another instance receives all of it.
+#[tokio::test]
+async fn shutdown_flushes_what_was_published() {
+    let exchange = unique("flush");
+    let (suffix_a, suffix_b) = (unique("a"), unique("b"));
+    let queues = [queue_of(&suffix_a), queue_of(&suffix_b)];
+    let _cleanup = Cleanup::prepare(&exchange, &queues).await;
+    let b = Instance::start(section(&exchange, &suffix_b, BROKER_PORT)).await;
+    let mut at_b = subscriber(&b.bus, &["stix2/indicator"]).await;
+    wait_for_consumer(&queues[1]).await;
+    let a = Instance::start(section(&exchange, &suffix_a, BROKER_PORT)).await;
+    const N: u64 = 1000;
+    for n in 1..=N {
+        a.bus.publish(indicator(n)).await.expect("publish");
+    }
+    let stats_a = a.stop().await;
+    assert_eq!(
+        RabbitMqStats::get(&stats_a.confirmed),
+        N,
+        "{}",
+        stats_a.summary()
+    );
+    assert_eq!(RabbitMqStats::get(&stats_a.unconfirmed_at_stop), 0);
+    let expected: Vec<u64> = (1..=N).collect();
+    assert_eq!(
+        recv_sequence(&mut at_b, N as usize, Duration::from_secs(20)).await,
+        expected
+    );
+    b.stop().await;
+}
+
+/// Runs `rabbitmqctl` (the server's management tool), failing the test if it fails.
+fn rabbitmqctl(args: &[&str]) {
+    let output = std::process::Command::new("rabbitmqctl")
+        .args(args)
+        .output()
+        .unwrap_or_else(|err| panic!("rabbitmqctl {args:?}: {err} (is RabbitMQ installed?)"));
+    assert!(
+        output.status.success(),
+        "rabbitmqctl {args:?}: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// With `on_undecodable: reject`, a message that is not a bus message is rejected without
+/// requeueing, so RabbitMQ dead-letters it when a policy gives the queue a dead-letter exchange.
+#[tokio::test]
+async fn rejected_messages_are_dead_lettered() {
+    let exchange = unique("reject");
+    let suffix = unique("r");
+    let queue = queue_of(&suffix);
+    let dead_letters = unique("dlx");
+    let dead_queue = unique("dlq");
+    let _cleanup = Cleanup::prepare(&exchange, std::slice::from_ref(&queue)).await;
+    let _dead_cleanup = Cleanup::prepare(&dead_letters, std::slice::from_ref(&dead_queue)).await;
+    let (connection, channel) = admin().await;
+    declare_upstream_exchange(&channel, &dead_letters).await;
+    channel
+        .queue_declare(
+            dead_queue.as_str().into(),
+            QueueDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("dead-letter queue");
+    channel
+        .queue_bind(
+            dead_queue.as_str().into(),
+            dead_letters.as_str().into(),
+            "".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("bind dead-letter queue");
+    let policy = unique("policy");
+    let definition = format!(r#"{{"dead-letter-exchange":"{dead_letters}"}}"#);
+    rabbitmqctl(&[
+        "set_policy",
+        &policy,
+        &format!("^{queue}$"),
+        &definition,
+        "--apply-to",
+        "queues",
+    ]);
+
+    let mut config = section(&exchange, &suffix, BROKER_PORT);
+    config["on_undecodable"] = json!("reject");
+    let instance = Instance::start(config).await;
+    let mut rx = subscriber(&instance.bus, &["stix2/indicator"]).await;
+    wait_for_consumer(&queue).await;
+    publish_raw(&channel, &exchange, b"garbage", None).await;
+    let valid = indicator(1);
+    publish_raw(&channel, &exchange, valid.json(), None).await;
+    assert_eq!(recv(&mut rx, Duration::from_secs(10)).await, valid);
+    let stats = instance.stop().await;
+    rabbitmqctl(&["clear_policy", &policy]);
+    assert_eq!(RabbitMqStats::get(&stats.undecodable), 1);
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let dead = loop {
+        if let Some(got) = channel
+            .basic_get(dead_queue.as_str().into(), BasicGetOptions { no_ack: true })
+            .await
+            .expect("basic.get")
+        {
+            break got;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "nothing was dead-lettered"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(dead.delivery.data, b"garbage");
+    let _ = connection.close(200, "OK".into()).await;
+}
+
+/// Throughput between two instances through the server, with confirms and persistent
+/// messages (the defaults). Not a pass/fail test: run it with
+/// `cargo test --release -p threatbus-rabbitmq --test broker -- --ignored --nocapture throughput`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, not a test"]
+async fn throughput_between_two_instances() {
+    let exchange = unique("throughput");
+    let (suffix_a, suffix_b) = (unique("a"), unique("b"));
+    let queues = [queue_of(&suffix_a), queue_of(&suffix_b)];
+    let _cleanup = Cleanup::prepare(&exchange, &queues).await;
+    let n: u64 = std::env::var("THREATBUS_TEST_MESSAGES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(100_000);
+    let configure = |suffix: &str| {
+        let mut config = section(&exchange, suffix, BROKER_PORT);
+        if let Ok(extra) = std::env::var("THREATBUS_TEST_QUEUE") {
+            config["queue"] = serde_json::from_str(&extra).expect("THREATBUS_TEST_QUEUE: JSON");
+            config["queue"]["name_suffix"] = json!(suffix);
+        }
+        config
+    };
+    let a = Instance::start(configure(&suffix_a)).await;
+    let b = Instance::start(configure(&suffix_b)).await;
+    let mut at_b = subscriber(&b.bus, &["stix2/indicator"]).await;
+    wait_for_consumer(&queues[0]).await;
+    wait_for_consumer(&queues[1]).await;
+    let messages: Vec<Message> = (1..=n).map(indicator).collect();
+    let started = std::time::Instant::now();
+    let publishing = {
+        let bus = a.bus.clone();
+        tokio::spawn(async move {
+            for message in messages {
+                bus.publish(message).await.expect("publish");
+            }
+        })
+    };
+    let mut received = 0;
+    let mut buffer = Vec::new();
+    while received < n {
+        buffer.clear();
+        let Ok(got) =
+            tokio::time::timeout(Duration::from_secs(30), at_b.recv_many(&mut buffer, 1024)).await
+        else {
+            panic!(
+                "no progress for 30 s after {received} messages; A: {}; B: {}",
+                a.stats.summary(),
+                b.stats.summary()
+            );
+        };
+        received += got as u64;
+    }
+    let elapsed = started.elapsed();
+    publishing.await.expect("publisher");
+    let confirmed_at = RabbitMqStats::get(&a.stats.confirmed);
+    println!(
+        "{n} indicators from A to B in {elapsed:.2?}: {:.0} msg/s (A had {confirmed_at} confirmed by then)",
+        n as f64 / elapsed.as_secs_f64()
+    );
+    b.stop().await;
+    a.stop().await;
+}
