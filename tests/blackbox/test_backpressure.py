@@ -7,6 +7,7 @@ silently and nothing in the bus says so.
 """
 
 import re
+import time
 
 import zmq
 
@@ -61,3 +62,38 @@ def test_stalled_app_loses_alone_and_its_drops_are_logged(bus_factory):
     lost = dropped_total(stalled["topic"])
     assert 0 < lost <= N, f"no drop count for the stalled app in the log:\n{bus.log_tail()}"
     assert dropped_total(active.p2p) == 0
+
+
+def test_frames_held_for_an_app_that_unsubscribed_but_reads_nothing_are_let_go(bus_factory):
+    """The publisher holds frames for an app whose ZeroMQ buffer is full. If that app unsubscribes
+    but keeps its socket subscribed without reading, the frames could never leave: the publisher
+    gives them up (and the memory with them) instead of retrying forever."""
+    bus = bus_factory(extra_zmq_keys={"send_hwm": 10}, extra_top_level={"bus": {"queue_capacity": 1000}})
+    stalled = tbclient.manage(bus.manage_port, {"action": "subscribe", "topic": "stix2/indicator"})
+    stalled_sock = tbclient.ctx().socket(zmq.SUB)
+    stalled_sock.setsockopt(zmq.LINGER, 0)
+    stalled_sock.setsockopt(zmq.RCVHWM, 1)
+    stalled_sock.setsockopt(zmq.RCVBUF, 4096)
+    stalled_sock.connect(f"tcp://127.0.0.1:{bus.pub_port}")
+    stalled_sock.setsockopt_string(zmq.SUBSCRIBE, stalled["topic"])
+    active = bus.subscriber("stix2/indicator")
+    pub = bus.publisher()
+    bus.sync(pub, active)
+
+    def burst(first: int, count: int):
+        for start in range(first, first + count, CHUNK):
+            for i in range(start, start + CHUNK):
+                pub.send("stix2/indicator", make_indicator(f"10.{i // 65536}.{i // 256 % 256}.{i % 256}", x_seq=i))
+            active.recv_n(CHUNK, timeout=60)
+
+    burst(0, N)
+    reply = tbclient.manage(bus.manage_port, {"action": "unsubscribe", "topic": stalled["topic"]})
+    assert reply["status"] == "success", reply
+    burst(N, 2 * CHUNK)  # keeps the publisher busy while it retries
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and "giving up its held frames" not in bus.log():
+        time.sleep(0.1)
+    held = [line for line in bus.log().splitlines() if "giving up its held frames" in line]
+    assert held and stalled["topic"] in held[0], bus.log_tail()
+    assert bus.alive()
+    stalled_sock.close()

@@ -62,6 +62,11 @@ impl SubscriberReceiver {
         self.rx.poll_recv_many(cx, buffer, limit)
     }
 
+    /// Whether the bus has removed this subscriber (messages may still wait in the queue).
+    pub fn is_closed(&self) -> bool {
+        self.rx.is_closed()
+    }
+
     /// A message if one is ready now.
     pub fn try_recv(&mut self) -> Option<Message> {
         self.rx.try_recv().ok()

@@ -28,8 +28,8 @@ use tokio_util::sync::CancellationToken;
 
 /// A subscription's queue and the p2p topic its frames carry, handed to the publisher.
 pub(crate) struct Outlet {
-    pub(crate) p2p_topic: Arc<str>,
-    pub(crate) queue: SubscriberReceiver,
+    p2p_topic: Arc<str>,
+    queue: SubscriberReceiver,
 }
 
 impl Outlet {
@@ -56,6 +56,42 @@ impl Active {
             self.retry_at = now + RETRY;
             false
         }
+    }
+}
+
+/// What retrying an outlet's held frames came to.
+#[derive(Debug, PartialEq, Eq)]
+enum Retry {
+    /// Everything held was sent.
+    Cleared,
+    /// Not due yet, or the app's buffer is still full.
+    Waiting,
+    /// The subscription is gone while its app still holds the topic but reads nothing: it would
+    /// wait forever, so its frames are given up.
+    GiveUp,
+}
+
+impl Active {
+    /// Retries the held frames if due (at most once per [`RETRY`]).
+    fn retry(&mut self, publisher: &mut Publisher, now: Instant) -> Retry {
+        if self.backlog.is_empty() {
+            return Retry::Cleared;
+        }
+        if self.retry_at > now {
+            return Retry::Waiting;
+        }
+        if self.flush_backlog(publisher, now) {
+            return Retry::Cleared;
+        }
+        if self.outlet.queue.is_closed() {
+            tracing::debug!(
+                p2p_topic = %self.outlet.p2p_topic,
+                frames = self.backlog.len(),
+                "subscription removed while its app reads nothing: giving up its held frames"
+            );
+            return Retry::GiveUp;
+        }
+        Retry::Waiting
     }
 }
 
@@ -155,11 +191,8 @@ impl Outlets {
     /// Sends what outlets hold back, as far as their apps' buffers take it.
     fn retry(&mut self, publisher: &mut Publisher) {
         let now = Instant::now();
-        for active in &mut self.list {
-            if !active.backlog.is_empty() && active.retry_at <= now {
-                active.flush_backlog(publisher, now);
-            }
-        }
+        self.list
+            .retain_mut(|active| active.retry(publisher, now) != Retry::GiveUp);
     }
 
     /// One pass over every queue whose app can take frames. Ready once anything was taken (so
@@ -172,12 +205,18 @@ impl Outlets {
         while index < self.list.len() {
             let active = &mut self.list[index];
             if !active.backlog.is_empty() {
-                // Retried at most once per RETRY, here while other outlets keep the task busy,
-                // or by the timer when they are idle; its queue fills meanwhile.
-                let now = *now.get_or_insert_with(Instant::now);
-                if active.retry_at > now || !active.flush_backlog(publisher, now) {
-                    index += 1;
-                    continue;
+                // Retried here while other outlets keep the task busy, or by the timer when they
+                // are idle; its queue fills meanwhile.
+                match active.retry(publisher, *now.get_or_insert_with(Instant::now)) {
+                    Retry::Cleared => {}
+                    Retry::Waiting => {
+                        index += 1;
+                        continue;
+                    }
+                    Retry::GiveUp => {
+                        self.list.swap_remove(index);
+                        continue;
+                    }
                 }
             }
             match active
