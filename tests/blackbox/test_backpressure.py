@@ -18,31 +18,44 @@ N = 20000
 CHUNK = 500
 
 
+def stalled_app(bus):
+    """Subscribes through the manage socket and connects a SUB socket that never reads, with the
+    smallest buffers, so that frames pile up at the bus. Returns (reply, socket)."""
+    reply = tbclient.manage(bus.manage_port, {"action": "subscribe", "topic": "stix2/indicator"})
+    assert reply["status"] == "success", reply
+    sock = tbclient.ctx().socket(zmq.SUB)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.RCVHWM, 1)
+    sock.setsockopt(zmq.RCVBUF, 4096)
+    sock.connect(f"tcp://127.0.0.1:{bus.pub_port}")
+    sock.setsockopt_string(zmq.SUBSCRIBE, reply["topic"])
+    return reply, sock
+
+
+def send_chunks(pub, active, first: int, count: int) -> list[int]:
+    """Publishes indicators numbered first..first+count in chunks, waiting for `active` to
+    receive each chunk, so that the reading app never lags; returns the numbers it received."""
+    received = []
+    for start in range(first, first + count, CHUNK):
+        for i in range(start, start + CHUNK):
+            pub.send("stix2/indicator", make_indicator(f"10.{i // 65536}.{i // 256 % 256}.{i % 256}", x_seq=i))
+        received.extend(obj["x_seq"] for _, obj in active.recv_n(CHUNK, timeout=60))
+    return received
+
+
 def test_stalled_app_loses_alone_and_its_drops_are_logged(bus_factory):
     bus = bus_factory(
         extra_zmq_keys={"send_hwm": 200},
         extra_top_level={"bus": {"queue_capacity": 500}},
     )
-    stalled = tbclient.manage(bus.manage_port, {"action": "subscribe", "topic": "stix2/indicator"})
-    assert stalled["status"] == "success", stalled
-    stalled_sock = tbclient.ctx().socket(zmq.SUB)
-    stalled_sock.setsockopt(zmq.LINGER, 0)
-    stalled_sock.setsockopt(zmq.RCVHWM, 1)
-    stalled_sock.setsockopt(zmq.RCVBUF, 4096)
-    stalled_sock.connect(f"tcp://127.0.0.1:{bus.pub_port}")
-    stalled_sock.setsockopt_string(zmq.SUBSCRIBE, stalled["topic"])
+    stalled, stalled_sock = stalled_app(bus)
 
     active = bus.subscriber("stix2/indicator")
     pub = bus.publisher()
     bus.sync(pub, active)
 
     # Paced in chunks so that the active app never lags: whatever it misses is the bus's fault.
-    received = []
-    for start in range(0, N, CHUNK):
-        for i in range(start, start + CHUNK):
-            pub.send("stix2/indicator", make_indicator(f"10.{i // 65536}.{i // 256 % 256}.{i % 256}", x_seq=i))
-        received.extend(obj["x_seq"] for _, obj in active.recv_n(CHUNK, timeout=60))
-    assert received == list(range(N))
+    assert send_chunks(pub, active, 0, N) == list(range(N))
     assert bus.alive()
 
     stalled_sock.close()
@@ -69,27 +82,15 @@ def test_frames_held_for_an_app_that_unsubscribed_but_reads_nothing_are_let_go(b
     but keeps its socket subscribed without reading, the frames could never leave: the publisher
     gives them up (and the memory with them) instead of retrying forever."""
     bus = bus_factory(extra_zmq_keys={"send_hwm": 10}, extra_top_level={"bus": {"queue_capacity": 1000}})
-    stalled = tbclient.manage(bus.manage_port, {"action": "subscribe", "topic": "stix2/indicator"})
-    stalled_sock = tbclient.ctx().socket(zmq.SUB)
-    stalled_sock.setsockopt(zmq.LINGER, 0)
-    stalled_sock.setsockopt(zmq.RCVHWM, 1)
-    stalled_sock.setsockopt(zmq.RCVBUF, 4096)
-    stalled_sock.connect(f"tcp://127.0.0.1:{bus.pub_port}")
-    stalled_sock.setsockopt_string(zmq.SUBSCRIBE, stalled["topic"])
+    stalled, stalled_sock = stalled_app(bus)
     active = bus.subscriber("stix2/indicator")
     pub = bus.publisher()
     bus.sync(pub, active)
 
-    def burst(first: int, count: int):
-        for start in range(first, first + count, CHUNK):
-            for i in range(start, start + CHUNK):
-                pub.send("stix2/indicator", make_indicator(f"10.{i // 65536}.{i // 256 % 256}.{i % 256}", x_seq=i))
-            active.recv_n(CHUNK, timeout=60)
-
-    burst(0, N)
+    send_chunks(pub, active, 0, N)
     reply = tbclient.manage(bus.manage_port, {"action": "unsubscribe", "topic": stalled["topic"]})
     assert reply["status"] == "success", reply
-    burst(N, 2 * CHUNK)  # keeps the publisher busy while it retries
+    send_chunks(pub, active, N, 2 * CHUNK)  # keeps the publisher busy while it retries
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and "giving up its held frames" not in bus.log():
         time.sleep(0.1)
