@@ -274,75 +274,59 @@ impl Publisher {
         let mut connected_before = false;
         loop {
             let opened = self.intake_while(self.open(), &mut outbox, &mut outbound, &stop);
-            let session = match opened.await {
+            let (error, what) = match opened.await {
                 None => break,
-                Some(Ok(session)) => session,
-                Some(Err(err)) if err.is_fatal() => return Err(err),
-                Some(Err(err)) => {
-                    let delay = self.backoff.next_delay();
-                    tracing::warn!(
-                        error = %err,
-                        retry_in = ?delay,
-                        buffered = outbox.len(),
-                        "RabbitMQ publisher cannot connect"
-                    );
-                    let wait = tokio::time::sleep(delay);
-                    if self
-                        .intake_while(wait, &mut outbox, &mut outbound, &stop)
-                        .await
-                        .is_none()
-                    {
-                        break;
+                Some(Err(err)) => (err, "RabbitMQ publisher cannot connect"),
+                Some(Ok(mut session)) => {
+                    self.backoff.reset();
+                    if connected_before {
+                        RabbitMqStats::bump(&self.stats.reconnects);
                     }
-                    continue;
+                    connected_before = true;
+                    let resent = outbox.requeue_unconfirmed();
+                    RabbitMqStats::add(&self.stats.resent, resent as u64);
+                    tracing::info!(
+                        endpoint = self.connector.endpoint(),
+                        exchange = %self.topology.exchange,
+                        buffered = outbox.len(),
+                        resending = resent,
+                        "RabbitMQ publisher connected"
+                    );
+                    match self
+                        .pump(&mut session, &mut outbox, &mut outbound, &stop)
+                        .await
+                    {
+                        SessionEnd::Stop => {
+                            self.flush(Some(session), &mut outbox, &mut outbound).await;
+                            return Ok(());
+                        }
+                        // No graceful close: the connection is broken or hung. Dropping it
+                        // asks lapin to close it in the background.
+                        SessionEnd::Lost(err) => (
+                            err,
+                            "RabbitMQ publisher lost its connection; unconfirmed messages will be sent again",
+                        ),
+                    }
                 }
             };
-            self.backoff.reset();
-            if connected_before {
-                RabbitMqStats::bump(&self.stats.reconnects);
+            if error.is_fatal() {
+                return Err(error);
             }
-            connected_before = true;
-            let resent = outbox.requeue_unconfirmed();
-            RabbitMqStats::add(&self.stats.resent, resent as u64);
-            tracing::info!(
-                endpoint = self.connector.endpoint(),
-                exchange = %self.topology.exchange,
+            let delay = self.backoff.next_delay();
+            tracing::warn!(
+                error = %error,
+                retry_in = ?delay,
                 buffered = outbox.len(),
-                resending = resent,
-                "RabbitMQ publisher connected"
+                unconfirmed = outbox.unconfirmed.len(),
+                "{what}"
             );
-            let mut session = session;
-            match self
-                .pump(&mut session, &mut outbox, &mut outbound, &stop)
+            let wait = tokio::time::sleep(delay);
+            if self
+                .intake_while(wait, &mut outbox, &mut outbound, &stop)
                 .await
+                .is_none()
             {
-                SessionEnd::Stop => {
-                    self.flush(Some(session), &mut outbox, &mut outbound).await;
-                    return Ok(());
-                }
-                SessionEnd::Lost(err) => {
-                    // No graceful close: the connection is broken or hung. Dropping it asks
-                    // lapin to close it in the background.
-                    drop(session);
-                    if err.is_fatal() {
-                        return Err(err);
-                    }
-                    let delay = self.backoff.next_delay();
-                    tracing::warn!(
-                        error = %err,
-                        unconfirmed = outbox.unconfirmed.len(),
-                        retry_in = ?delay,
-                        "RabbitMQ publisher lost its connection; unconfirmed messages will be sent again"
-                    );
-                    let wait = tokio::time::sleep(delay);
-                    if self
-                        .intake_while(wait, &mut outbox, &mut outbound, &stop)
-                        .await
-                        .is_none()
-                    {
-                        break;
-                    }
-                }
+                break;
             }
         }
         // Stopped while disconnected: one more try to deliver what is buffered.

@@ -331,6 +331,29 @@ async fn publish_raw(channel: &Channel, exchange: &str, body: &[u8], message_id:
 }
 
 /// Declares the exchange as upstream does, so raw publishes before a bus starts are routed.
+/// Declares `queue` with `options` and binds it to `exchange`, as a test's own observer.
+async fn declare_bound_queue(
+    channel: &Channel,
+    queue: &str,
+    exchange: &str,
+    options: QueueDeclareOptions,
+) {
+    channel
+        .queue_declare(queue.into(), options, FieldTable::default())
+        .await
+        .unwrap_or_else(|err| panic!("declaring queue {queue}: {err}"));
+    channel
+        .queue_bind(
+            queue.into(),
+            exchange.into(),
+            "".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap_or_else(|err| panic!("binding queue {queue} to {exchange}: {err}"));
+}
+
 async fn declare_upstream_exchange(channel: &Channel, exchange: &str) {
     channel
         .exchange_declare(
@@ -465,28 +488,12 @@ async fn round_trip_of_all_four_message_kinds() {
 
     let (connection, channel) = admin().await;
     declare_upstream_exchange(&channel, &exchange).await;
-    channel
-        .queue_declare(
-            wire_queue.as_str().into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                auto_delete: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .expect("wire queue");
-    channel
-        .queue_bind(
-            wire_queue.as_str().into(),
-            exchange.as_str().into(),
-            "".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .expect("bind wire queue");
+    let exclusive = QueueDeclareOptions {
+        exclusive: true,
+        auto_delete: true,
+        ..Default::default()
+    };
+    declare_bound_queue(&channel, &wire_queue, &exchange, exclusive).await;
 
     let instance = Instance::start(section(&exchange, &suffix, BROKER_PORT)).await;
     let bus = &instance.bus;
@@ -1024,24 +1031,13 @@ async fn rejected_messages_are_dead_lettered() {
     let _dead_cleanup = Cleanup::prepare(&dead_letters, std::slice::from_ref(&dead_queue)).await;
     let (connection, channel) = admin().await;
     declare_upstream_exchange(&channel, &dead_letters).await;
-    channel
-        .queue_declare(
-            dead_queue.as_str().into(),
-            QueueDeclareOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .expect("dead-letter queue");
-    channel
-        .queue_bind(
-            dead_queue.as_str().into(),
-            dead_letters.as_str().into(),
-            "".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .expect("bind dead-letter queue");
+    declare_bound_queue(
+        &channel,
+        &dead_queue,
+        &dead_letters,
+        QueueDeclareOptions::default(),
+    )
+    .await;
     let policy = unique("policy");
     let definition = format!(r#"{{"dead-letter-exchange":"{dead_letters}"}}"#);
     rabbitmqctl(&[
