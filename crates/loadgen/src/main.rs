@@ -39,6 +39,11 @@ struct Args {
     /// Manage (REQ/REP) port of the bus; the pub and sub ports come from its subscribe reply.
     #[arg(long, default_value_t = 13370)]
     manage: u16,
+    /// Port to publish to (the sub port of the bus instance the publishers talk to). Default:
+    /// the sub port of the bus at --manage. Point it at another instance on the same RabbitMQ
+    /// exchange to measure throughput between instances.
+    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    publish_port: Option<u16>,
     /// Measured subscribers, each on its own thread and SUB socket.
     #[arg(short = 'k', long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
     subscribers: u16,
@@ -113,6 +118,7 @@ fn main() -> ExitCode {
     let settings = run::Settings {
         host: args.host,
         manage: args.manage,
+        publish_port: args.publish_port,
         subscribers: args.subscribers.into(),
         publishers: args.publishers.into(),
         messages: args.messages,
@@ -164,6 +170,7 @@ mod tests {
             (1, 100_000, 0.0, 450)
         );
         assert_eq!((args.timeout, args.hwm, args.stall), (10.0, 0, 0));
+        assert_eq!(args.publish_port, None);
         let args = Args::try_parse_from([
             "threatbus-loadgen",
             "-k",
@@ -187,6 +194,7 @@ mod tests {
             &["--timeout", "0"],
             &["--hwm", "-1"],
             &["-n", "0"],
+            &["--publish-port", "0"],
         ] {
             let argv = std::iter::once("threatbus-loadgen").chain(bad.iter().copied());
             assert!(Args::try_parse_from(argv).is_err(), "{bad:?} accepted");

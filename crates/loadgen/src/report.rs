@@ -54,7 +54,7 @@ pub struct RunConfig {
     pub manage: String,
     /// The bus's PUB port (from the subscribe reply).
     pub pub_port: u16,
-    /// The bus's SUB port (from the subscribe reply).
+    /// The SUB port the publishers sent to (from the subscribe reply, or --publish-port).
     pub sub_port: u16,
     /// Measured subscribers.
     pub subscribers: usize,
@@ -156,7 +156,7 @@ impl Report {
         };
         let _ = writeln!(
             out,
-            "bus       {} (pub {}, sub {})",
+            "bus       {} (pub {}, publishing to sub {})",
             c.manage, c.pub_port, c.sub_port
         );
         let _ = writeln!(
@@ -369,7 +369,7 @@ mod tests {
     fn table_shows_every_figure() {
         let table = report().to_table();
         for expected in [
-            "tcp://127.0.0.1:13370 (pub 13371, sub 13372)",
+            "tcp://127.0.0.1:13370 (pub 13371, publishing to sub 13372)",
             "2 subscriber(s), 1 publisher(s), 100,000 indicators of 450 B on stix2/indicator, rate unlimited, hwm unlimited, 1 stalled",
             "warm-up   0.200 s, 12 probe(s) until every subscriber had one from every publisher; drained in 0.050 s",
             "sent      100,000 in 0.500 s = 200,000 msg/s",

@@ -37,6 +37,8 @@ pub struct Settings {
     pub host: String,
     /// Manage port.
     pub manage: u16,
+    /// Where the publishers send; `None`: the sub port from the subscribe reply.
+    pub publish_port: Option<u16>,
     /// Measured subscribers (K).
     pub subscribers: usize,
     /// Publishers (P).
@@ -243,7 +245,8 @@ fn measure(
             )
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let publish_endpoint = endpoint(&settings.host, first.sub_port);
+    let publish_port = settings.publish_port.unwrap_or(first.sub_port);
+    let publish_endpoint = endpoint(&settings.host, publish_port);
     let publisher_sockets = (0..settings.publishers)
         .map(|_| {
             let mut socket = context.socket(zmq::PUB)?;
@@ -336,7 +339,7 @@ fn measure(
     let config = RunConfig {
         manage: String::new(),
         pub_port: first.pub_port,
-        sub_port: first.sub_port,
+        sub_port: publish_port,
         subscribers: settings.subscribers,
         publishers: settings.publishers,
         messages: settings.messages,
