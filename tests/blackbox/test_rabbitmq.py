@@ -111,11 +111,19 @@ def wait_for_log(bus, text: str, timeout: float = 20):
 # --------------------------------------------------------------------------- two instances
 
 
-def test_two_processes_share_one_exchange(bus_factory, vhost):
+# Upstream's one bus message per AMQP message, and batches (``batch_messages``).
+BATCHING = pytest.mark.parametrize("batch_messages", [1, 50], ids=["single", "batched"])
+
+
+@BATCHING
+def test_two_processes_share_one_exchange(bus_factory, vhost, batch_messages):
     """Two bus processes with their own queues on one exchange: a stream published at either
     reaches the subscribers of both, once each, in order."""
-    a = rabbit_bus(bus_factory, backbone(vhost, "a"))
-    b = rabbit_bus(bus_factory, backbone(vhost, "b"))
+    exchange = f"pair-{uuid.uuid4().hex[:6]}"
+    a = rabbit_bus(bus_factory, backbone(vhost, "a", exchange_name=exchange,
+                                         batch_messages=batch_messages))
+    b = rabbit_bus(bus_factory, backbone(vhost, "b", exchange_name=exchange,
+                                         batch_messages=batch_messages))
     at_a = a.subscriber(KINDS)
     at_b = b.subscriber("stix2/indicator")
     pub_a, pub_b = a.publisher(), b.publisher()
@@ -144,7 +152,8 @@ def test_two_processes_share_one_exchange(bus_factory, vhost):
 # --------------------------------------------------------------------------- broker restart
 
 
-def test_broker_restart_mid_stream_loses_nothing(bus_factory, vhost):
+@BATCHING
+def test_broker_restart_mid_stream_loses_nothing(bus_factory, vhost, batch_messages):
     """RabbitMQ is stopped and started while an app publishes a numbered stream at instance A:
     every message the bus accepted reaches the subscribers of A and B afterwards, in order, and
     none twice (resent messages are recognised by their message id; see docs/rabbitmq.md).
@@ -152,8 +161,10 @@ def test_broker_restart_mid_stream_loses_nothing(bus_factory, vhost):
     The exchange is durable here, so that its bindings survive the restart: with upstream's
     non-durable exchange, B would miss what A publishes before B has bound its queue again."""
     exchange = f"restart-{uuid.uuid4().hex[:6]}"
-    a = rabbit_bus(bus_factory, backbone(vhost, "a", exchange_name=exchange, exchange_durable=True))
-    b = rabbit_bus(bus_factory, backbone(vhost, "b", exchange_name=exchange, exchange_durable=True))
+    a = rabbit_bus(bus_factory, backbone(vhost, "a", exchange_name=exchange, exchange_durable=True,
+                                         batch_messages=batch_messages))
+    b = rabbit_bus(bus_factory, backbone(vhost, "b", exchange_name=exchange, exchange_durable=True,
+                                         batch_messages=batch_messages))
     at_a, at_b = a.subscriber("stix2/indicator"), b.subscriber("stix2/indicator")
     pub = a.publisher()
     tbclient.sync(pub, [at_a, at_b])

@@ -75,13 +75,24 @@ pub struct RabbitMqConfig {
         deserialize_with = "positive_usize"
     )]
     pub publish_buffer: usize,
-    /// Messages sent to the server but not yet confirmed, at most; more wait in the buffer.
-    /// Default 4096.
+    /// AMQP messages sent to the server but not yet confirmed, at most; more wait in the
+    /// buffer. Default 4096.
     #[serde(
         default = "default_confirm_window",
         deserialize_with = "positive_usize"
     )]
     pub confirm_window: usize,
+    /// Bus messages packed into one AMQP message at most, one JSON document per line with
+    /// content type `application/x-ndjson`, when several are waiting to be published. `1`, the
+    /// default, publishes each on its own as upstream does. Larger values multiply throughput
+    /// through RabbitMQ, which then stores, delivers and confirms one message per batch, but
+    /// **only this port reads such batches**: use them only when no Python Threat Bus shares
+    /// the exchange. `queue.max_items` then counts batches. At most 10000.
+    #[serde(
+        default = "default_batch_messages",
+        deserialize_with = "batch_messages"
+    )]
+    pub batch_messages: usize,
     /// Seconds without any publisher confirm, while messages await one, after which the
     /// connection counts as hung: it is closed and the messages are sent again on a new one.
     /// Not while the server blocks publishing (resource alarm). Default 30.
@@ -362,6 +373,10 @@ fn default_confirm_window() -> usize {
     4096
 }
 
+fn default_batch_messages() -> usize {
+    1
+}
+
 fn default_confirm_timeout() -> Duration {
     Duration::from_secs(30)
 }
@@ -409,6 +424,13 @@ fn seconds_u16<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u16, D::Err
 
 fn prefetch<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u16, D::Error> {
     seconds_u16(deserializer)
+}
+
+fn batch_messages<'de, D: Deserializer<'de>>(deserializer: D) -> Result<usize, D::Error> {
+    match whole(deserializer, 10_000)? {
+        0 => Err(de::Error::custom("must be at least 1, got 0")),
+        n => Ok(n as usize),
+    }
 }
 
 fn positive_usize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<usize, D::Error> {
@@ -480,6 +502,7 @@ mod tests {
         assert_eq!(config.heartbeat, 60);
         assert_eq!(config.prefetch, 1000);
         assert_eq!(config.publish_buffer, 100_000);
+        assert_eq!(config.batch_messages, 1);
         assert_eq!(config.reconnect.min_delay, Duration::from_millis(500));
         assert_eq!(config.reconnect.max_delay, Duration::from_secs(30));
         assert_eq!(config.on_undecodable, OnUndecodable::Ack);
@@ -545,6 +568,8 @@ mod tests {
             (json!({"flush_timeout": 0}), "flush_timeout", "0"),
             (json!({"confirm_timeout": "x"}), "confirm_timeout", "x"),
             (json!({"confirm_window": 0}), "confirm_window", "0"),
+            (json!({"batch_messages": 0}), "batch_messages", "0"),
+            (json!({"batch_messages": 10001}), "batch_messages", "10001"),
             (
                 json!({"reconnect": {"min_delay": 0}}),
                 "reconnect.min_delay",

@@ -3,7 +3,8 @@
 //! * Manual acknowledgements: a message is acknowledged only after the router took it (acks
 //!   are batched with `multiple`), so a crash or a broken connection makes the server deliver
 //!   it again rather than lose it. The prefetch limit bounds what sits unacknowledged here.
-//! * Bodies are the bus's JSON encodings, dispatched on `type` ([`Message::from_json`]).
+//! * Bodies are the bus's JSON encodings, dispatched on `type` ([`Message::from_json`]), or
+//!   batches of them, one per line (`batch_messages`, content type `application/x-ndjson`).
 //!   Anything else is logged (throttled), counted and acknowledged, or rejected without
 //!   requeueing if `on_undecodable: reject`; it never stops consumption.
 //! * Repeats (resent by a publisher after a reconnect, or redelivered by the server) are
@@ -30,6 +31,7 @@ use crate::config::OnUndecodable;
 use crate::connect::{Backoff, Connector};
 use crate::dedup::RepeatFilter;
 use crate::error::RabbitMqError;
+use crate::publisher::BATCH_CONTENT_TYPE;
 use crate::stats::RabbitMqStats;
 use crate::topology::Topology;
 
@@ -103,6 +105,17 @@ impl Session {
             tracing::debug!("closing the consumer connection timed out");
         }
     }
+}
+
+/// The bus messages in a body: the body itself, or each line of a batch
+/// ([`BATCH_CONTENT_TYPE`]; empty lines are skipped).
+fn parts(body: &[u8], batch: bool) -> impl Iterator<Item = &[u8]> {
+    let lines = batch.then(|| {
+        body.split(|byte| *byte == b'\n')
+            .filter(|line| !line.is_empty())
+    });
+    let whole = (!batch).then_some(body);
+    lines.into_iter().flatten().chain(whole)
 }
 
 /// Polls `stream` once without registering for a wake-up: what has already arrived.
@@ -299,13 +312,21 @@ impl Consumer {
         inbound: &Inbound,
     ) -> Result<Flow, RabbitMqError> {
         let tag = delivery.delivery_tag;
+        let batch = delivery
+            .properties
+            .content_type()
+            .as_ref()
+            .is_some_and(|content_type| content_type.as_str() == BATCH_CONTENT_TYPE);
         let id = delivery
             .properties
             .message_id()
             .as_ref()
             .map(ShortString::as_str);
         if self.repeats.is_repeat(id) {
-            RabbitMqStats::bump(&self.stats.repeats);
+            RabbitMqStats::add(
+                &self.stats.repeats,
+                parts(&delivery.data, batch).count() as u64,
+            );
             tracing::debug!(
                 message_id = id.unwrap_or_default(),
                 redelivered = delivery.redelivered,
@@ -314,39 +335,44 @@ impl Consumer {
             session.ack_later(tag).await?;
             return Ok(Flow::Continue);
         }
-        match Message::from_json(&delivery.data) {
-            Ok(message) => {
-                if inbound.deliver(message).await.is_err() {
-                    return Ok(Flow::Stop);
+        let (mut decoded, mut undecodable) = (0, 0);
+        for part in parts(&delivery.data, batch) {
+            match Message::from_json(part) {
+                Ok(message) => {
+                    if inbound.deliver(message).await.is_err() {
+                        return Ok(Flow::Stop);
+                    }
+                    RabbitMqStats::bump(&self.stats.received);
+                    decoded += 1;
                 }
-                RabbitMqStats::bump(&self.stats.received);
-                session.ack_later(tag).await?;
-            }
-            Err(err) => {
-                RabbitMqStats::bump(&self.stats.undecodable);
-                if let Some(suppressed) = self.undecodable_log.allow() {
-                    let preview = &delivery.data[..delivery.data.len().min(PREVIEW_BYTES)];
-                    tracing::warn!(
-                        error = %err,
-                        body = %String::from_utf8_lossy(preview),
-                        bytes = delivery.data.len(),
-                        action = ?self.on_undecodable,
-                        suppressed,
-                        "RabbitMQ delivered a message that is not a bus message"
-                    );
-                }
-                match self.on_undecodable {
-                    OnUndecodable::Ack => session.ack_later(tag).await?,
-                    OnUndecodable::Reject => {
-                        session.ack().await?;
-                        session
-                            .channel
-                            .basic_reject(tag, BasicRejectOptions { requeue: false })
-                            .await
-                            .map_err(|err| RabbitMqError::from_lapin("rejecting a message", err))?;
+                Err(err) => {
+                    undecodable += 1;
+                    RabbitMqStats::bump(&self.stats.undecodable);
+                    if let Some(suppressed) = self.undecodable_log.allow() {
+                        let preview = &part[..part.len().min(PREVIEW_BYTES)];
+                        tracing::warn!(
+                            error = %err,
+                            body = %String::from_utf8_lossy(preview),
+                            bytes = part.len(),
+                            batch,
+                            action = ?self.on_undecodable,
+                            suppressed,
+                            "RabbitMQ delivered a message that is not a bus message"
+                        );
                     }
                 }
             }
+        }
+        // A batch with some good messages was handed on: acknowledged, whatever else it held.
+        if undecodable > 0 && decoded == 0 && self.on_undecodable == OnUndecodable::Reject {
+            session.ack().await?;
+            session
+                .channel
+                .basic_reject(tag, BasicRejectOptions { requeue: false })
+                .await
+                .map_err(|err| RabbitMqError::from_lapin("rejecting a message", err))?;
+        } else {
+            session.ack_later(tag).await?;
         }
         Ok(Flow::Continue)
     }

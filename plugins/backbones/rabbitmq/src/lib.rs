@@ -97,6 +97,7 @@ impl RabbitMq {
             declare_queue: !config.queue.exclusive,
             buffer: config.publish_buffer,
             confirm_window: config.confirm_window,
+            batch_messages: config.batch_messages,
             flush_timeout: config.flush_timeout,
             confirm_timeout: config.confirm_timeout,
         };

@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
+use bytes::Bytes;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::ShortString;
 use lapin::{BasicProperties, Channel, Confirmation, Connection, Event, PublisherConfirm};
@@ -47,6 +48,16 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// `delivery_mode` of a persistent message.
 const PERSISTENT: u8 = 2;
 
+/// Content type of a body holding one bus message.
+const JSON_CONTENT_TYPE: &str = "application/json";
+
+/// Content type of a body holding several bus messages, one JSON document per line. Bus
+/// messages are compact JSON and contain no line breaks.
+pub const BATCH_CONTENT_TYPE: &str = "application/x-ndjson";
+
+/// A batch grows beyond one message only while its body stays within this size.
+const BATCH_MAX_BYTES: usize = 1 << 20;
+
 /// What the publisher needs besides its connections.
 #[derive(Debug, Clone)]
 pub struct PublisherSettings {
@@ -57,8 +68,11 @@ pub struct PublisherSettings {
     /// Declare and bind the queue too (not possible for an exclusive queue).
     pub declare_queue: bool,
     pub buffer: usize,
-    /// Messages sent but not yet confirmed, at most.
+    /// AMQP messages sent but not yet confirmed, at most.
     pub confirm_window: usize,
+    /// Bus messages packed into one AMQP message at most; 1 sends each on its own, as
+    /// upstream does.
+    pub batch_messages: usize,
     pub flush_timeout: Duration,
     /// Without any confirm for this long while messages await one (and the server has not
     /// said it blocks publishing), the connection counts as hung: it is closed and the
@@ -75,10 +89,32 @@ pub struct Publisher {
     stats: Arc<RabbitMqStats>,
 }
 
-/// A message with its sequence number, which stays the same when it is sent again.
+/// One AMQP message: one bus message or, with batching, several. Its sequence number and its
+/// contents stay the same when it is sent again, so that consumers can recognise the repeat.
 struct Outgoing {
     sequence: u64,
-    message: Message,
+    messages: Vec<Message>,
+}
+
+impl Outgoing {
+    /// The AMQP body and its content type: a bus message's JSON as it is (upstream's format),
+    /// or several, one per line ([`BATCH_CONTENT_TYPE`]).
+    fn body(&self) -> (Bytes, &'static str) {
+        match self.messages.as_slice() {
+            [single] => (single.json().clone(), JSON_CONTENT_TYPE),
+            several => {
+                let size = several.iter().map(|m| m.json().len() + 1).sum();
+                let mut body = Vec::with_capacity(size);
+                for (index, message) in several.iter().enumerate() {
+                    if index > 0 {
+                        body.push(b'\n');
+                    }
+                    body.extend_from_slice(message.json());
+                }
+                (Bytes::from(body), BATCH_CONTENT_TYPE)
+            }
+        }
+    }
 }
 
 /// A message's publish future: resolves once its frames are written, to the future of its
@@ -116,32 +152,47 @@ impl InFlight {
 }
 
 /// Everything not yet confirmed, in order: `unconfirmed` were sent on the current connection,
-/// `waiting` were not.
+/// `resend` were sent on an earlier one (and keep their sequence numbers and contents),
+/// `waiting` were never sent and are not yet packed into AMQP messages.
 struct Outbox {
     unconfirmed: VecDeque<(Outgoing, InFlight)>,
-    waiting: VecDeque<Outgoing>,
+    resend: VecDeque<Outgoing>,
+    waiting: VecDeque<Message>,
+    /// Bus messages in `unconfirmed` and `resend`.
+    packed: usize,
+    /// Bus messages kept at most (`publish_buffer`).
     capacity: usize,
+    /// Bus messages per AMQP message at most (`batch_messages`).
+    batch: usize,
     next_sequence: u64,
     drops: LogThrottle,
 }
 
 impl Outbox {
-    fn new(capacity: usize) -> Self {
+    fn new(capacity: usize, batch: usize) -> Self {
         Self {
             unconfirmed: VecDeque::new(),
+            resend: VecDeque::new(),
             waiting: VecDeque::new(),
+            packed: 0,
             capacity,
+            batch: batch.max(1),
             next_sequence: 1,
             drops: LogThrottle::default(),
         }
     }
 
+    /// Bus messages not yet confirmed.
     fn len(&self) -> usize {
-        self.unconfirmed.len() + self.waiting.len()
+        self.packed + self.waiting.len()
     }
 
     fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    fn has_unsent(&self) -> bool {
+        !self.resend.is_empty() || !self.waiting.is_empty()
     }
 
     fn room(&self) -> usize {
@@ -149,9 +200,7 @@ impl Outbox {
     }
 
     fn accept(&mut self, message: Message) {
-        let sequence = self.next_sequence;
-        self.next_sequence += 1;
-        self.waiting.push_back(Outgoing { sequence, message });
+        self.waiting.push_back(message);
     }
 
     /// Takes a message while disconnected: dropped (and counted) if the buffer is full.
@@ -172,13 +221,53 @@ impl Outbox {
         }
     }
 
-    /// Moves the unconfirmed messages back in front of the waiting ones, for sending again.
+    /// The next AMQP message to send: one to send again, or a new one packed from up to
+    /// `batch` waiting messages (at most [`BATCH_MAX_BYTES`] of them, but at least one).
+    fn next_outgoing(&mut self) -> Option<Outgoing> {
+        if let Some(outgoing) = self.resend.pop_front() {
+            return Some(outgoing);
+        }
+        let first = self.waiting.pop_front()?;
+        let mut bytes = first.json().len();
+        let mut messages = vec![first];
+        while messages.len() < self.batch {
+            let Some(next) = self.waiting.front() else {
+                break;
+            };
+            bytes += next.json().len() + 1;
+            if bytes > BATCH_MAX_BYTES {
+                break;
+            }
+            messages.extend(self.waiting.pop_front());
+        }
+        self.packed += messages.len();
+        let sequence = self.next_sequence;
+        self.next_sequence += 1;
+        Some(Outgoing { sequence, messages })
+    }
+
+    /// Puts back a message that could not be sent, in front of everything unsent.
+    fn unsend(&mut self, outgoing: Outgoing) {
+        self.resend.push_front(outgoing);
+    }
+
+    /// Moves the unconfirmed messages back in front of the unsent ones, for sending again.
+    /// Returns how many bus messages that is.
     fn requeue_unconfirmed(&mut self) -> usize {
-        let count = self.unconfirmed.len();
+        let mut count = 0;
         while let Some((outgoing, _in_flight)) = self.unconfirmed.pop_back() {
-            self.waiting.push_front(outgoing);
+            count += outgoing.messages.len();
+            self.resend.push_front(outgoing);
         }
         count
+    }
+
+    /// Removes the oldest unconfirmed message once the server has confirmed it.
+    fn confirmed_head(&mut self, stats: &RabbitMqStats) {
+        if let Some((outgoing, _)) = self.unconfirmed.pop_front() {
+            self.packed -= outgoing.messages.len();
+            RabbitMqStats::add(&stats.confirmed, outgoing.messages.len() as u64);
+        }
     }
 
     /// Removes confirmed messages from the front without waiting. Errors if the server
@@ -190,8 +279,7 @@ impl Outbox {
                 Poll::Pending => break,
                 Poll::Ready(result) => {
                     result?;
-                    self.unconfirmed.pop_front();
-                    RabbitMqStats::bump(&stats.confirmed);
+                    self.confirmed_head(stats);
                 }
             }
         }
@@ -202,8 +290,7 @@ impl Outbox {
     async fn confirm_head(&mut self, stats: &RabbitMqStats) -> Result<(), RabbitMqError> {
         if let Some((_, in_flight)) = self.unconfirmed.front_mut() {
             std::future::poll_fn(|cx| in_flight.poll_confirmed(cx)).await?;
-            self.unconfirmed.pop_front();
-            RabbitMqStats::bump(&stats.confirmed);
+            self.confirmed_head(stats);
         }
         Ok(())
     }
@@ -270,7 +357,7 @@ impl Publisher {
         mut outbound: mpsc::Receiver<Message>,
         stop: CancellationToken,
     ) -> Result<(), RabbitMqError> {
-        let mut outbox = Outbox::new(self.settings.buffer);
+        let mut outbox = Outbox::new(self.settings.buffer, self.settings.batch_messages);
         let mut connected_before = false;
         loop {
             let opened = self.intake_while(self.open(), &mut outbox, &mut outbound, &stop);
@@ -402,7 +489,7 @@ impl Publisher {
     fn send_waiting(&self, channel: &Channel, outbox: &mut Outbox) -> Result<(), RabbitMqError> {
         let mut context = Context::from_waker(Waker::noop());
         while outbox.unconfirmed.len() < self.settings.confirm_window {
-            let Some(next) = outbox.waiting.pop_front() else {
+            let Some(next) = outbox.next_outgoing() else {
                 break;
             };
             let mut write = self.publish(channel, &next);
@@ -410,7 +497,7 @@ impl Publisher {
                 Poll::Pending => InFlight::Writing(write),
                 Poll::Ready(Ok(confirm)) => InFlight::Sent(confirm),
                 Poll::Ready(Err(err)) => {
-                    outbox.waiting.push_front(next);
+                    outbox.unsend(next);
                     return Err(RabbitMqError::from_lapin(
                         format!("publishing to exchange {:?}", self.topology.exchange),
                         err,
@@ -424,8 +511,9 @@ impl Publisher {
 
     /// The publish of one message, not yet polled.
     fn publish(&self, channel: &Channel, outgoing: &Outgoing) -> Write {
+        let (body, content_type) = outgoing.body();
         let mut properties = BasicProperties::default()
-            .with_content_type(ShortString::from("application/json"))
+            .with_content_type(ShortString::from(content_type))
             .with_message_id(ShortString::from(message_id(
                 &self.settings.publisher_id,
                 outgoing.sequence,
@@ -435,7 +523,6 @@ impl Publisher {
         }
         let channel = channel.clone();
         let exchange = ShortString::from(self.topology.exchange.as_str());
-        let body = outgoing.message.json().clone();
         Box::pin(async move {
             channel
                 .basic_publish(
@@ -474,7 +561,7 @@ impl Publisher {
             if let Err(err) = sent {
                 return SessionEnd::Lost(err);
             }
-            if outbox.unconfirmed.is_empty() && !outbox.waiting.is_empty() {
+            if outbox.unconfirmed.is_empty() && outbox.has_unsent() {
                 // Cannot happen (sending fills the window), but waiting below would then never
                 // end: go round once more instead.
                 continue;
@@ -597,5 +684,81 @@ impl Publisher {
                 "RabbitMQ publisher stopped with messages the server has not confirmed; they may be lost"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn indicator(n: u64, padding: usize) -> Message {
+        let json = format!(
+            r#"{{"type": "indicator", "spec_version": "2.1", "id": "indicator--00000000-0000-4000-8000-{n:012}", "created": "2020-06-23T12:34:56.000Z", "modified": "2020-06-23T12:34:56.000Z", "pattern": "[ipv4-addr:value = '6.6.6.6']", "pattern_type": "stix", "valid_from": "2020-06-23T12:34:56.000Z", "description": "{}"}}"#,
+            "x".repeat(padding)
+        );
+        Message::from_json(json.as_bytes()).unwrap()
+    }
+
+    fn sizes(outbox: &mut Outbox) -> Vec<(u64, usize)> {
+        std::iter::from_fn(|| outbox.next_outgoing())
+            .map(|outgoing| (outgoing.sequence, outgoing.messages.len()))
+            .collect()
+    }
+
+    #[test]
+    fn batches_take_what_waits_up_to_the_limit() {
+        let mut outbox = Outbox::new(100, 4);
+        for n in 0..10 {
+            outbox.accept(indicator(n, 0));
+        }
+        assert_eq!(sizes(&mut outbox), [(1, 4), (2, 4), (3, 2)]);
+        assert_eq!(outbox.len(), 10, "sent but unconfirmed still counts");
+        // Without batching every message is its own AMQP message, sent as its JSON.
+        let mut single = Outbox::new(100, 1);
+        single.accept(indicator(1, 0));
+        let outgoing = single.next_outgoing().unwrap();
+        let (body, content_type) = outgoing.body();
+        assert_eq!(
+            (&body, content_type),
+            (outgoing.messages[0].json(), JSON_CONTENT_TYPE)
+        );
+    }
+
+    #[test]
+    fn a_batch_stays_within_the_byte_limit_but_holds_at_least_one() {
+        let mut outbox = Outbox::new(100, 100);
+        let big = BATCH_MAX_BYTES / 3;
+        for n in 0..4 {
+            outbox.accept(indicator(n, big));
+        }
+        outbox.accept(indicator(9, BATCH_MAX_BYTES));
+        assert_eq!(sizes(&mut outbox), [(1, 2), (2, 2), (3, 1)]);
+    }
+
+    #[test]
+    fn what_could_not_be_sent_goes_again_first_with_its_number_and_contents() {
+        let mut outbox = Outbox::new(100, 3);
+        for n in 0..5 {
+            outbox.accept(indicator(n, 0));
+        }
+        let first = outbox.next_outgoing().unwrap();
+        outbox.accept(indicator(5, 0));
+        outbox.unsend(first);
+        assert_eq!(sizes(&mut outbox), [(1, 3), (2, 3)]);
+        assert_eq!(outbox.len(), 6);
+    }
+
+    #[test]
+    fn batch_bodies_are_the_messages_one_per_line() {
+        let mut outbox = Outbox::new(100, 10);
+        let messages: Vec<Message> = (0..3).map(|n| indicator(n, 0)).collect();
+        for message in &messages {
+            outbox.accept(message.clone());
+        }
+        let (body, content_type) = outbox.next_outgoing().unwrap().body();
+        assert_eq!(content_type, BATCH_CONTENT_TYPE);
+        let lines: Vec<&[u8]> = body.split(|b| *b == b'\n').collect();
+        let expected: Vec<&[u8]> = messages.iter().map(|m| m.json().as_ref()).collect();
+        assert_eq!(lines, expected);
     }
 }

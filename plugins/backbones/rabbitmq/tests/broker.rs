@@ -653,6 +653,125 @@ async fn malformed_messages_do_not_stop_consumption() {
     let _ = connection.close(200, "OK".into()).await;
 }
 
+/// With `batch_messages`, a burst travels as few AMQP messages, each holding several bus
+/// messages one per line; the consumer unpacks them in order, skips bad lines (counting them)
+/// and still reads single messages as upstream sends them.
+#[tokio::test]
+async fn batches_carry_several_messages_and_bad_lines_are_skipped() {
+    let exchange = unique("batch");
+    let suffix = unique("bt");
+    let queue = queue_of(&suffix);
+    let observer = unique("observer");
+    let _cleanup = Cleanup::prepare(&exchange, &[queue.clone(), observer.clone()]).await;
+    let mut config = section(&exchange, &suffix, BROKER_PORT);
+    config["batch_messages"] = json!(100);
+    let instance = Instance::start(config).await;
+    let mut rx = subscriber(&instance.bus, &["stix2/indicator"]).await;
+    wait_for_consumer(&queue).await;
+    // A queue of the test's own on the exchange sees the AMQP messages as they travel.
+    let (connection, channel) = admin().await;
+    declare_bound_queue(
+        &channel,
+        &observer,
+        &exchange,
+        QueueDeclareOptions::default(),
+    )
+    .await;
+
+    const N: u64 = 1000;
+    let messages: Vec<Message> = (1..=N).map(indicator).collect();
+    for message in &messages {
+        instance
+            .bus
+            .publish(message.clone())
+            .await
+            .expect("publish");
+    }
+    let expected: Vec<u64> = (1..=N).collect();
+    assert_eq!(
+        recv_sequence(&mut rx, N as usize, Duration::from_secs(30)).await,
+        expected
+    );
+
+    // What travelled: fewer AMQP messages than bus messages, the multi-message ones marked as
+    // batches; their lines, in order, are the bus messages' JSON.
+    let mut lines = Vec::new();
+    let mut amqp_messages = 0;
+    let mut batches = 0;
+    while (lines.len() as u64) < N {
+        let got = channel
+            .basic_get(observer.as_str().into(), BasicGetOptions { no_ack: true })
+            .await
+            .expect("basic.get");
+        let Some(got) = got else {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        };
+        amqp_messages += 1;
+        let content_type = got
+            .properties
+            .content_type()
+            .as_ref()
+            .map(|t| t.to_string());
+        let body = got.delivery.data.clone();
+        if body.contains(&b'\n') {
+            batches += 1;
+            assert_eq!(content_type.as_deref(), Some("application/x-ndjson"));
+        } else {
+            assert_eq!(content_type.as_deref(), Some("application/json"));
+        }
+        lines.extend(body.split(|b| *b == b'\n').map(<[u8]>::to_vec));
+    }
+    assert!(
+        amqp_messages < N && batches > 0,
+        "{amqp_messages} AMQP messages, {batches} batches for {N} bus messages"
+    );
+    let sent: Vec<Vec<u8>> = messages.iter().map(|m| m.json().to_vec()).collect();
+    assert_eq!(lines, sent);
+
+    // A batch from elsewhere with bad lines among good ones: the good ones arrive in order.
+    let (first, second) = (indicator(N + 1), indicator(N + 2));
+    let mut body = first.json().to_vec();
+    body.extend_from_slice(b"\nnot json\n\n{\"type\": \"malware\"}\n");
+    body.extend_from_slice(second.json());
+    channel
+        .basic_publish(
+            exchange.as_str().into(),
+            "".into(),
+            BasicPublishOptions::default(),
+            &body,
+            BasicProperties::default().with_content_type("application/x-ndjson".into()),
+        )
+        .await
+        .expect("raw publish");
+    // The same lines without the batch content type are one undecodable body.
+    publish_raw(&channel, &exchange, &body, None).await;
+    assert_eq!(recv(&mut rx, Duration::from_secs(10)).await, first);
+    assert_eq!(recv(&mut rx, Duration::from_secs(10)).await, second);
+    assert_silent(&mut rx, Duration::from_millis(300)).await;
+
+    let stats = instance.stop().await;
+    assert_eq!(
+        RabbitMqStats::get(&stats.confirmed),
+        N,
+        "{}",
+        stats.summary()
+    );
+    assert_eq!(
+        RabbitMqStats::get(&stats.received),
+        N + 2,
+        "{}",
+        stats.summary()
+    );
+    assert_eq!(
+        RabbitMqStats::get(&stats.undecodable),
+        3,
+        "{}",
+        stats.summary()
+    );
+    let _ = connection.close(200, "OK".into()).await;
+}
+
 /// An exchange that exists with other flags fails the bus once, with a message naming it;
 /// no endless reconnect loop. Same for a queue with other arguments.
 #[tokio::test]
@@ -856,12 +975,25 @@ async fn a_full_buffer_drops_the_newest_and_counts_them() {
 /// (unconfirmed messages are sent again and the repeats recognised by `message_id`).
 #[tokio::test]
 async fn cut_connections_lose_nothing_and_repeat_nothing() {
+    cut_connections_mid_stream(1).await;
+}
+
+/// The same with batches: a batch sent again keeps its contents and its `message_id`, so the
+/// consumer recognises it as a whole.
+#[tokio::test]
+async fn cut_connections_lose_nothing_and_repeat_nothing_with_batches() {
+    cut_connections_mid_stream(64).await;
+}
+
+async fn cut_connections_mid_stream(batch_messages: usize) {
     let exchange = unique("cut");
     let suffix = unique("c");
     let queue = queue_of(&suffix);
     let _cleanup = Cleanup::prepare(&exchange, std::slice::from_ref(&queue)).await;
     let proxy = Proxy::start(true).await;
-    let instance = Instance::start(section(&exchange, &suffix, proxy.port)).await;
+    let mut config = section(&exchange, &suffix, proxy.port);
+    config["batch_messages"] = json!(batch_messages);
+    let instance = Instance::start(config).await;
     let mut rx = subscriber(&instance.bus, &["stix2/indicator"]).await;
 
     const N: u64 = 3000;
@@ -1079,67 +1211,4 @@ async fn rejected_messages_are_dead_lettered() {
     };
     assert_eq!(dead.delivery.data, b"garbage");
     let _ = connection.close(200, "OK".into()).await;
-}
-
-/// Throughput between two instances through the server, with confirms and persistent
-/// messages (the defaults). Not a pass/fail test: run it with
-/// `cargo test --release -p threatbus-rabbitmq --test broker -- --ignored --nocapture throughput`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "a measurement, not a test"]
-async fn throughput_between_two_instances() {
-    let exchange = unique("throughput");
-    let (suffix_a, suffix_b) = (unique("a"), unique("b"));
-    let queues = [queue_of(&suffix_a), queue_of(&suffix_b)];
-    let _cleanup = Cleanup::prepare(&exchange, &queues).await;
-    let n: u64 = std::env::var("THREATBUS_TEST_MESSAGES")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(100_000);
-    let configure = |suffix: &str| {
-        let mut config = section(&exchange, suffix, BROKER_PORT);
-        if let Ok(extra) = std::env::var("THREATBUS_TEST_QUEUE") {
-            config["queue"] = serde_json::from_str(&extra).expect("THREATBUS_TEST_QUEUE: JSON");
-            config["queue"]["name_suffix"] = json!(suffix);
-        }
-        config
-    };
-    let a = Instance::start(configure(&suffix_a)).await;
-    let b = Instance::start(configure(&suffix_b)).await;
-    let mut at_b = subscriber(&b.bus, &["stix2/indicator"]).await;
-    wait_for_consumer(&queues[0]).await;
-    wait_for_consumer(&queues[1]).await;
-    let messages: Vec<Message> = (1..=n).map(indicator).collect();
-    let started = std::time::Instant::now();
-    let publishing = {
-        let bus = a.bus.clone();
-        tokio::spawn(async move {
-            for message in messages {
-                bus.publish(message).await.expect("publish");
-            }
-        })
-    };
-    let mut received = 0;
-    let mut buffer = Vec::new();
-    while received < n {
-        buffer.clear();
-        let Ok(got) =
-            tokio::time::timeout(Duration::from_secs(30), at_b.recv_many(&mut buffer, 1024)).await
-        else {
-            panic!(
-                "no progress for 30 s after {received} messages; A: {}; B: {}",
-                a.stats.summary(),
-                b.stats.summary()
-            );
-        };
-        received += got as u64;
-    }
-    let elapsed = started.elapsed();
-    publishing.await.expect("publisher");
-    let confirmed_at = RabbitMqStats::get(&a.stats.confirmed);
-    println!(
-        "{n} indicators from A to B in {elapsed:.2?}: {:.0} msg/s (A had {confirmed_at} confirmed by then)",
-        n as f64 / elapsed.as_secs_f64()
-    );
-    b.stop().await;
-    a.stop().await;
 }
