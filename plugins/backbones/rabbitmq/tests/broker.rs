@@ -6,7 +6,7 @@
 //! can refuse connections and cut the open ones, so that reconnects are tested without
 //! restarting the shared server (the black-box tests do that).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -473,6 +473,75 @@ impl Drop for Proxy {
     }
 }
 
+/// A TLS-terminating proxy in front of the server, with the test certificates in `tests/tls`
+/// (signed by `ca.pem` for `localhost` and `127.0.0.1`). Counts completed and failed handshakes.
+struct TlsProxy {
+    port: u16,
+    handshakes: Arc<AtomicUsize>,
+    refused: Arc<AtomicUsize>,
+    acceptor: JoinHandle<()>,
+}
+
+fn tls_fixture(name: &str) -> String {
+    format!("{}/tests/tls/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+impl TlsProxy {
+    async fn start() -> Self {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let chain = CertificateDer::pem_file_iter(tls_fixture("server.pem"))
+            .expect("server.pem")
+            .collect::<Result<Vec<_>, _>>()
+            .expect("server certificate");
+        let key = PrivateKeyDer::from_pem_file(tls_fixture("server.key")).expect("server.key");
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("protocol versions")
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .expect("server TLS config");
+        let tls = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind TLS proxy");
+        let port = listener.local_addr().expect("proxy address").port();
+        let (handshakes, refused) = (Arc::<AtomicUsize>::default(), Arc::<AtomicUsize>::default());
+        let acceptor = tokio::spawn({
+            let (handshakes, refused) = (handshakes.clone(), refused.clone());
+            async move {
+                while let Ok((client, _)) = listener.accept().await {
+                    let (tls, handshakes, refused) =
+                        (tls.clone(), handshakes.clone(), refused.clone());
+                    tokio::spawn(async move {
+                        let Ok(mut client) = tls.accept(client).await else {
+                            refused.fetch_add(1, Ordering::SeqCst);
+                            return;
+                        };
+                        handshakes.fetch_add(1, Ordering::SeqCst);
+                        if let Ok(mut server) = TcpStream::connect(BROKER).await {
+                            let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                        }
+                    });
+                }
+            }
+        });
+        Self {
+            port,
+            handshakes,
+            refused,
+            acceptor,
+        }
+    }
+}
+
+impl Drop for TlsProxy {
+    fn drop(&mut self) {
+        self.acceptor.abort();
+    }
+}
+
 // ---------------------------------------------------------------------------------- tests
 
 /// Upstream's `test_rabbitmq` round trip, for all four message kinds, end to end through the
@@ -770,6 +839,71 @@ async fn batches_carry_several_messages_and_bad_lines_are_skipped() {
         stats.summary()
     );
     let _ = connection.close(200, "OK".into()).await;
+}
+
+/// TLS with verification (the default once enabled): the bus trusts the server's certificate
+/// through `tls.ca_file`, checks it is issued for `host`, and works as over plain AMQP.
+#[tokio::test]
+async fn tls_with_a_trusted_server_certificate_works() {
+    let exchange = unique("tls");
+    let suffix = unique("t");
+    let queue = queue_of(&suffix);
+    let _cleanup = Cleanup::prepare(&exchange, std::slice::from_ref(&queue)).await;
+    let proxy = TlsProxy::start().await;
+    let mut config = section(&exchange, &suffix, proxy.port);
+    config["host"] = json!("localhost");
+    config["tls"] = json!({"enabled": true, "ca_file": tls_fixture("ca.pem")});
+    let instance = Instance::start(config).await;
+    let mut rx = subscriber(&instance.bus, &["stix2/indicator"]).await;
+    wait_for_consumer(&queue).await;
+    let sent = indicator(1);
+    instance.bus.publish(sent.clone()).await.expect("publish");
+    assert_eq!(recv(&mut rx, Duration::from_secs(10)).await, sent);
+    let stats = instance.stop().await;
+    assert_eq!(RabbitMqStats::get(&stats.confirmed), 1);
+    // Publisher and consumer each came through the TLS proxy, nothing was refused.
+    assert_eq!(proxy.handshakes.load(Ordering::SeqCst), 2);
+    assert_eq!(proxy.refused.load(Ordering::SeqCst), 0);
+}
+
+/// A server whose certificate the configured CA did not sign is not talked to (the bus keeps
+/// retrying and its apps keep working); `tls.verify: false` talks to it anyway.
+#[tokio::test]
+async fn tls_refuses_a_server_the_ca_did_not_sign() {
+    let exchange = unique("tls-bad");
+    let suffix = unique("tb");
+    let queue = queue_of(&suffix);
+    let _cleanup = Cleanup::prepare(&exchange, std::slice::from_ref(&queue)).await;
+    let proxy = TlsProxy::start().await;
+    let mut config = section(&exchange, &suffix, proxy.port);
+    config["host"] = json!("localhost");
+    config["tls"] = json!({"enabled": true, "ca_file": tls_fixture("other-ca.pem")});
+    let instance = Instance::start(config.clone()).await;
+    let mut rx = subscriber(&instance.bus, &["stix2/indicator"]).await;
+    instance.bus.publish(indicator(1)).await.expect("publish");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while proxy.refused.load(Ordering::SeqCst) < 4 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the bus did not retry"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(proxy.handshakes.load(Ordering::SeqCst), 0);
+    assert_silent(&mut rx, Duration::from_millis(200)).await;
+    let stats = instance.stop().await;
+    assert_eq!(RabbitMqStats::get(&stats.confirmed), 0);
+    assert_eq!(RabbitMqStats::get(&stats.unconfirmed_at_stop), 1);
+
+    config["tls"]["verify"] = json!(false);
+    let instance = Instance::start(config).await;
+    let mut rx = subscriber(&instance.bus, &["stix2/indicator"]).await;
+    wait_for_consumer(&queue).await;
+    let sent = indicator(2);
+    instance.bus.publish(sent.clone()).await.expect("publish");
+    assert_eq!(recv(&mut rx, Duration::from_secs(10)).await, sent);
+    instance.stop().await;
+    assert_eq!(proxy.handshakes.load(Ordering::SeqCst), 2);
 }
 
 /// An exchange that exists with other flags fails the bus once, with a message naming it;
