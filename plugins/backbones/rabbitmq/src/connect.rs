@@ -2,12 +2,13 @@
 //! heartbeat and connect timeout; and the backoff between attempts.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use lapin::tcp::{AsyncTcpStream, RustlsConnector};
 use lapin::uri::{AMQPAuthority, AMQPQueryString, AMQPScheme, AMQPUri, AMQPUserInfo};
-use lapin::{Connection, ConnectionProperties};
+use lapin::{Channel, Connection, ConnectionProperties, Event};
 use rand::Rng;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
@@ -15,8 +16,33 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
+use tokio_stream::Stream;
+
 use crate::config::{RabbitMqConfig, ReconnectConfig, TlsConfig};
 use crate::error::RabbitMqError;
+
+/// How long closing a connection may take.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A connection's events (errors, blocked and unblocked publishing).
+pub type Events = Pin<Box<dyn Stream<Item = Event> + Send>>;
+
+/// An open connection with one channel, prepared for its work.
+pub struct Opened<T> {
+    pub connection: Connection,
+    pub channel: Channel,
+    pub events: Events,
+    /// What preparing the channel produced.
+    pub prepared: T,
+}
+
+/// Closes a connection (and with it its channels), giving up after [`CLOSE_TIMEOUT`].
+pub async fn close(connection: &Connection, role: &str) {
+    let closing = connection.close(200, "OK".into());
+    if tokio::time::timeout(CLOSE_TIMEOUT, closing).await.is_err() {
+        tracing::debug!("closing the {role} connection timed out");
+    }
+}
 
 /// Everything needed to open a connection, prepared once (reading CA files and the system
 /// trust store costs milliseconds; a reused TLS connector can also resume sessions).
@@ -116,6 +142,41 @@ impl Connector {
                 context,
                 timeout: self.timeout,
             }),
+        }
+    }
+}
+
+impl Connector {
+    /// Opens a connection for `role` (`publisher` or `consumer`: it names the connection in
+    /// RabbitMQ's list, with the queue) and a channel on it, and prepares the channel with
+    /// `prepare` (declarations, confirms, consuming). If a step fails, the connection is
+    /// closed again.
+    pub async fn open<T>(
+        &self,
+        role: &str,
+        queue: &str,
+        prepare: impl AsyncFnOnce(&Channel) -> Result<T, RabbitMqError>,
+    ) -> Result<Opened<T>, RabbitMqError> {
+        let connection = self.connect(&format!("threatbus {role} ({queue})")).await?;
+        let events: Events = Box::pin(connection.events_listener());
+        let ready = async {
+            let channel = connection.create_channel().await.map_err(|err| {
+                RabbitMqError::from_lapin(format!("opening a {role} channel"), err)
+            })?;
+            let prepared = prepare(&channel).await?;
+            Ok((channel, prepared))
+        };
+        match ready.await {
+            Ok((channel, prepared)) => Ok(Opened {
+                connection,
+                channel,
+                events,
+                prepared,
+            }),
+            Err(err) => {
+                close(&connection, role).await;
+                Err(err)
+            }
         }
     }
 }

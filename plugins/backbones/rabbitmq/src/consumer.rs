@@ -28,7 +28,7 @@ use tokio_stream::{Stream, StreamExt};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::OnUndecodable;
-use crate::connect::{Backoff, Connector};
+use crate::connect::{Backoff, Connector, Events};
 use crate::dedup::RepeatFilter;
 use crate::error::RabbitMqError;
 use crate::publisher::BATCH_CONTENT_TYPE;
@@ -64,7 +64,7 @@ struct Session {
     connection: Connection,
     channel: Channel,
     consumer: lapin::Consumer,
-    events: Pin<Box<dyn Stream<Item = Event> + Send>>,
+    events: Events,
     /// The newest delivery tag handled but not yet acknowledged, and how many are pending.
     unacked: Option<DeliveryTag>,
     pending_acks: u64,
@@ -206,52 +206,40 @@ impl Consumer {
 
     /// Connects, declares exchange, queue and binding, and starts consuming.
     async fn open(&self) -> Result<Session, RabbitMqError> {
-        let name = format!("threatbus consumer ({})", self.topology.queue);
-        let connection = self.connector.connect(&name).await?;
-        let events = Box::pin(connection.events_listener());
-        let prepared = async {
-            let channel = connection
-                .create_channel()
-                .await
-                .map_err(|err| RabbitMqError::from_lapin("opening a consumer channel", err))?;
-            self.topology.declare_all(&channel).await?;
-            if self.prefetch > 0 {
+        let queue = self.topology.queue.as_str();
+        let opened = self
+            .connector
+            .open("consumer", queue, async |channel| {
+                self.topology.declare_all(channel).await?;
+                if self.prefetch > 0 {
+                    channel
+                        .basic_qos(self.prefetch, BasicQosOptions::default())
+                        .await
+                        .map_err(|err| {
+                            RabbitMqError::from_lapin("setting the prefetch count", err)
+                        })?;
+                }
                 channel
-                    .basic_qos(self.prefetch, BasicQosOptions::default())
-                    .await
-                    .map_err(|err| RabbitMqError::from_lapin("setting the prefetch count", err))?;
-            }
-            let consumer = channel
-                .basic_consume(
-                    ShortString::from(self.topology.queue.as_str()),
-                    ShortString::from(""),
-                    BasicConsumeOptions::default(),
-                    FieldTable::default(),
-                )
-                .await
-                .map_err(|err| {
-                    RabbitMqError::from_lapin(
-                        format!("consuming queue {:?}", self.topology.queue),
-                        err,
+                    .basic_consume(
+                        ShortString::from(queue),
+                        ShortString::from(""),
+                        BasicConsumeOptions::default(),
+                        FieldTable::default(),
                     )
-                })?;
-            Ok((channel, consumer))
-        };
-        match prepared.await {
-            Ok((channel, consumer)) => Ok(Session {
-                connection,
-                channel,
-                consumer,
-                events,
-                unacked: None,
-                pending_acks: 0,
-            }),
-            Err(err) => {
-                let _ =
-                    tokio::time::timeout(CLOSE_TIMEOUT, connection.close(200, "OK".into())).await;
-                Err(err)
-            }
-        }
+                    .await
+                    .map_err(|err| {
+                        RabbitMqError::from_lapin(format!("consuming queue {queue:?}"), err)
+                    })
+            })
+            .await?;
+        Ok(Session {
+            connection: opened.connection,
+            channel: opened.channel,
+            consumer: opened.prepared,
+            events: opened.events,
+            unacked: None,
+            pending_acks: 0,
+        })
     }
 
     /// Hands deliveries to the router until `stop` fires (`Ok`) or the session fails.

@@ -30,10 +30,10 @@ use threatbus_core::Message;
 use threatbus_core::throttle::LogThrottle;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tokio_stream::{Stream, StreamExt};
+use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use crate::connect::{Backoff, Connector};
+use crate::connect::{self, Backoff, Connector, Events};
 use crate::dedup::message_id;
 use crate::error::RabbitMqError;
 use crate::stats::RabbitMqStats;
@@ -41,9 +41,6 @@ use crate::topology::Topology;
 
 /// Messages taken from the core per wake-up.
 const INTAKE_BATCH: usize = 256;
-
-/// How long closing the connection may take.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// `delivery_mode` of a persistent message.
 const PERSISTENT: u8 = 2;
@@ -312,16 +309,13 @@ fn settle(result: lapin::Result<Confirmation>) -> Result<(), RabbitMqError> {
 struct Session {
     connection: Connection,
     channel: Channel,
-    events: Pin<Box<dyn Stream<Item = Event> + Send>>,
+    events: Events,
 }
 
 impl Session {
     async fn close(self) {
         // Closing the connection closes its channel.
-        let close = self.connection.close(200, "OK".into());
-        if tokio::time::timeout(CLOSE_TIMEOUT, close).await.is_err() {
-            tracing::debug!("closing the publisher connection timed out");
-        }
+        connect::close(&self.connection, "publisher").await;
     }
 }
 
@@ -423,36 +417,24 @@ impl Publisher {
 
     /// Connects, declares and turns on confirms.
     async fn open(&self) -> Result<Session, RabbitMqError> {
-        let name = format!("threatbus publisher ({})", self.topology.queue);
-        let connection = self.connector.connect(&name).await?;
-        let events = Box::pin(connection.events_listener());
-        let prepared = async {
-            let channel = connection
-                .create_channel()
-                .await
-                .map_err(|err| RabbitMqError::from_lapin("opening a publisher channel", err))?;
-            self.topology.declare_exchange(&channel).await?;
-            if self.settings.declare_queue {
-                self.topology.declare_queue(&channel).await?;
-            }
-            channel
-                .confirm_select(ConfirmSelectOptions::default())
-                .await
-                .map_err(|err| RabbitMqError::from_lapin("turning on publisher confirms", err))?;
-            Ok(channel)
-        };
-        match prepared.await {
-            Ok(channel) => Ok(Session {
-                connection,
-                channel,
-                events,
-            }),
-            Err(err) => {
-                let _ =
-                    tokio::time::timeout(CLOSE_TIMEOUT, connection.close(200, "OK".into())).await;
-                Err(err)
-            }
-        }
+        let opened = self
+            .connector
+            .open("publisher", &self.topology.queue, async |channel| {
+                self.topology.declare_exchange(channel).await?;
+                if self.settings.declare_queue {
+                    self.topology.declare_queue(channel).await?;
+                }
+                channel
+                    .confirm_select(ConfirmSelectOptions::default())
+                    .await
+                    .map_err(|err| RabbitMqError::from_lapin("turning on publisher confirms", err))
+            })
+            .await?;
+        Ok(Session {
+            connection: opened.connection,
+            channel: opened.channel,
+            events: opened.events,
+        })
     }
 
     /// Runs `task` while taking messages from the core into the buffer (dropping beyond its

@@ -64,6 +64,29 @@ fn section(exchange: &str, suffix: &str, port: u16) -> Value {
     })
 }
 
+/// The names of a test with one instance, and the removal of its broker objects afterwards.
+struct OneQueue {
+    exchange: String,
+    suffix: String,
+    queue: String,
+    _cleanup: Cleanup,
+}
+
+impl OneQueue {
+    async fn new(what: &str) -> Self {
+        let exchange = unique(what);
+        let suffix = unique(&what[..1]);
+        let queue = queue_of(&suffix);
+        let _cleanup = Cleanup::prepare(&exchange, std::slice::from_ref(&queue)).await;
+        Self {
+            exchange,
+            suffix,
+            queue,
+            _cleanup,
+        }
+    }
+}
+
 fn queue_of(suffix: &str) -> String {
     format!("threatbus.{suffix}")
 }
@@ -678,10 +701,12 @@ async fn round_trip_of_all_four_message_kinds() {
 /// Bodies that are not bus messages are logged, counted and acknowledged; consumption goes on.
 #[tokio::test]
 async fn malformed_messages_do_not_stop_consumption() {
-    let exchange = unique("garbage");
-    let suffix = unique("g");
-    let queue = queue_of(&suffix);
-    let _cleanup = Cleanup::prepare(&exchange, std::slice::from_ref(&queue)).await;
+    let OneQueue {
+        exchange,
+        suffix,
+        queue,
+        _cleanup,
+    } = OneQueue::new("garbage").await;
     let instance = Instance::start(section(&exchange, &suffix, BROKER_PORT)).await;
     let mut rx = subscriber(&instance.bus, &["stix2/indicator"]).await;
     wait_for_consumer(&queue).await;
@@ -845,10 +870,12 @@ async fn batches_carry_several_messages_and_bad_lines_are_skipped() {
 /// through `tls.ca_file`, checks it is issued for `host`, and works as over plain AMQP.
 #[tokio::test]
 async fn tls_with_a_trusted_server_certificate_works() {
-    let exchange = unique("tls");
-    let suffix = unique("t");
-    let queue = queue_of(&suffix);
-    let _cleanup = Cleanup::prepare(&exchange, std::slice::from_ref(&queue)).await;
+    let OneQueue {
+        exchange,
+        suffix,
+        queue,
+        _cleanup,
+    } = OneQueue::new("tls").await;
     let proxy = TlsProxy::start().await;
     let mut config = section(&exchange, &suffix, proxy.port);
     config["host"] = json!("localhost");
@@ -870,10 +897,12 @@ async fn tls_with_a_trusted_server_certificate_works() {
 /// retrying and its apps keep working); `tls.verify: false` talks to it anyway.
 #[tokio::test]
 async fn tls_refuses_a_server_the_ca_did_not_sign() {
-    let exchange = unique("tls-bad");
-    let suffix = unique("tb");
-    let queue = queue_of(&suffix);
-    let _cleanup = Cleanup::prepare(&exchange, std::slice::from_ref(&queue)).await;
+    let OneQueue {
+        exchange,
+        suffix,
+        queue,
+        _cleanup,
+    } = OneQueue::new("tls-bad").await;
     let proxy = TlsProxy::start().await;
     let mut config = section(&exchange, &suffix, proxy.port);
     config["host"] = json!("localhost");
@@ -910,10 +939,12 @@ async fn tls_refuses_a_server_the_ca_did_not_sign() {
 /// no endless reconnect loop. Same for a queue with other arguments.
 #[tokio::test]
 async fn mismatched_existing_objects_fail_once_with_a_clear_error() {
-    let exchange = unique("mismatch");
-    let suffix = unique("m");
-    let queue = queue_of(&suffix);
-    let _cleanup = Cleanup::prepare(&exchange, std::slice::from_ref(&queue)).await;
+    let OneQueue {
+        exchange,
+        suffix,
+        queue,
+        _cleanup,
+    } = OneQueue::new("mismatch").await;
     let (connection, channel) = admin().await;
     channel
         .exchange_declare(
@@ -1025,10 +1056,12 @@ async fn two_instances_each_receive_every_message_once_in_order() {
 /// forever with messages buffered and none awaiting a confirm).
 #[tokio::test]
 async fn a_full_confirm_window_never_stalls_publishing() {
-    let exchange = unique("window");
-    let suffix = unique("w");
-    let queue = queue_of(&suffix);
-    let _cleanup = Cleanup::prepare(&exchange, std::slice::from_ref(&queue)).await;
+    let OneQueue {
+        exchange,
+        suffix,
+        queue: _,
+        _cleanup,
+    } = OneQueue::new("window").await;
     let mut config = section(&exchange, &suffix, BROKER_PORT);
     config["confirm_window"] = json!(2);
     let instance = Instance::start(config).await;
@@ -1050,10 +1083,12 @@ async fn a_full_confirm_window_never_stalls_publishing() {
 /// order once it can connect.
 #[tokio::test]
 async fn starts_without_rabbitmq_and_flushes_the_buffer_later() {
-    let exchange = unique("late");
-    let suffix = unique("l");
-    let queue = queue_of(&suffix);
-    let _cleanup = Cleanup::prepare(&exchange, std::slice::from_ref(&queue)).await;
+    let OneQueue {
+        exchange,
+        suffix,
+        queue: _,
+        _cleanup,
+    } = OneQueue::new("late").await;
     let proxy = Proxy::start(false).await;
     let instance = Instance::start(section(&exchange, &suffix, proxy.port)).await;
     let mut rx = subscriber(&instance.bus, &["stix2/indicator"]).await;
@@ -1076,10 +1111,12 @@ async fn starts_without_rabbitmq_and_flushes_the_buffer_later() {
 /// dropped and counted; the older ones arrive.
 #[tokio::test]
 async fn a_full_buffer_drops_the_newest_and_counts_them() {
-    let exchange = unique("full");
-    let suffix = unique("f");
-    let queue = queue_of(&suffix);
-    let _cleanup = Cleanup::prepare(&exchange, std::slice::from_ref(&queue)).await;
+    let OneQueue {
+        exchange,
+        suffix,
+        queue: _,
+        _cleanup,
+    } = OneQueue::new("full").await;
     let proxy = Proxy::start(false).await;
     let mut config = section(&exchange, &suffix, proxy.port);
     config["publish_buffer"] = json!(10);
@@ -1120,10 +1157,12 @@ async fn cut_connections_lose_nothing_and_repeat_nothing_with_batches() {
 }
 
 async fn cut_connections_mid_stream(batch_messages: usize) {
-    let exchange = unique("cut");
-    let suffix = unique("c");
-    let queue = queue_of(&suffix);
-    let _cleanup = Cleanup::prepare(&exchange, std::slice::from_ref(&queue)).await;
+    let OneQueue {
+        exchange,
+        suffix,
+        queue: _,
+        _cleanup,
+    } = OneQueue::new("cut").await;
     let proxy = Proxy::start(true).await;
     let mut config = section(&exchange, &suffix, proxy.port);
     config["batch_messages"] = json!(batch_messages);
@@ -1182,10 +1221,12 @@ async fn cut_connections_mid_stream(batch_messages: usize) {
 /// and every message still arrives once, in order.
 #[tokio::test]
 async fn hung_connections_are_replaced() {
-    let exchange = unique("hung");
-    let suffix = unique("h");
-    let queue = queue_of(&suffix);
-    let _cleanup = Cleanup::prepare(&exchange, std::slice::from_ref(&queue)).await;
+    let OneQueue {
+        exchange,
+        suffix,
+        queue: _,
+        _cleanup,
+    } = OneQueue::new("hung").await;
     let proxy = Proxy::start(true).await;
     let mut config = section(&exchange, &suffix, proxy.port);
     config["confirm_timeout"] = json!(1);
@@ -1215,10 +1256,12 @@ async fn hung_connections_are_replaced() {
 /// without ids (upstream's publisher) are never suppressed.
 #[tokio::test]
 async fn repeated_message_ids_are_delivered_once() {
-    let exchange = unique("repeat");
-    let suffix = unique("r");
-    let queue = queue_of(&suffix);
-    let _cleanup = Cleanup::prepare(&exchange, std::slice::from_ref(&queue)).await;
+    let OneQueue {
+        exchange,
+        suffix,
+        queue,
+        _cleanup,
+    } = OneQueue::new("repeat").await;
     let instance = Instance::start(section(&exchange, &suffix, BROKER_PORT)).await;
     let mut rx = subscriber(&instance.bus, &["stix2/indicator"]).await;
     wait_for_consumer(&queue).await;
