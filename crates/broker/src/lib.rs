@@ -1,0 +1,20 @@
+//! The native wire protocol of Zeek's Broker library (version 1, Broker 2.3 and later, i.e.
+//! Zeek 5.0 through 9.x), with no Threat Bus knowledge: what a peer needs to talk to Zeek
+//! without the C++ library.
+//!
+//! * [`data`]: Broker's binary data values (`format::bin::v1`), encoded and decoded strictly.
+//! * [`frame`]: the length-prefixed frames, the handshake messages and the envelopes of the
+//!   peering phase.
+//! * [`zeek`]: Zeek events as Broker data.
+//!
+//! The byte layouts follow `shared/spec/zeek-broker.md` (section numbers in the comments refer
+//! to it). Everything here is sans-I/O: byte slices in, values out, and the other way round.
+
+pub mod data;
+pub mod error;
+pub mod frame;
+pub mod zeek;
+
+pub use data::{Address, Data, Port, Protocol, Subnet};
+pub use error::DecodeError;
+pub use frame::EndpointId;
