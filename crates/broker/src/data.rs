@@ -303,9 +303,7 @@ impl Ord for Data {
             (Self::Integer(a), Self::Integer(b))
             | (Self::Timestamp(a), Self::Timestamp(b))
             | (Self::Timespan(a), Self::Timespan(b)) => a.cmp(b),
-            // All NaNs are one value: they share one encoding.
-            (Self::Real(a), Self::Real(b)) if a.is_nan() && b.is_nan() => Ordering::Equal,
-            (Self::Real(a), Self::Real(b)) => a.total_cmp(b),
+            (Self::Real(a), Self::Real(b)) => compare_reals(*a, *b),
             (Self::String(a), Self::String(b)) => a.cmp(b),
             (Self::EnumValue(a), Self::EnumValue(b)) => a.cmp(b),
             (Self::Address(a), Self::Address(b)) => a.cmp(b),
@@ -316,6 +314,18 @@ impl Ord for Data {
             (Self::Vector(a), Self::Vector(b)) => a.cmp(b),
             _ => self.rank().cmp(&other.rank()),
         }
+    }
+}
+
+/// IEEE total order, except that every NaN is one value above all numbers: NaNs share one
+/// encoding, and a NaN's sign must not move it among the numbers (that would make sets decode
+/// in another order than they were read).
+fn compare_reals(a: f64, b: f64) -> Ordering {
+    match (a.is_nan(), b.is_nan()) {
+        (true, true) => Ordering::Equal,
+        (true, false) => Ordering::Greater,
+        (false, true) => Ordering::Less,
+        (false, false) => a.total_cmp(&b),
     }
 }
 
@@ -332,13 +342,15 @@ fn pack_real(value: f64) -> u64 {
     }
 }
 
-/// The real that CAF's bytes stand for. Any IEEE NaN pattern is read as NaN too.
+/// The real that CAF's bytes stand for. Any IEEE NaN pattern is read as (the one) NaN too.
 fn unpack_real(bits: u64) -> f64 {
     match bits {
         PACKED_POSITIVE_INFINITY => f64::INFINITY,
         PACKED_NEGATIVE_INFINITY => f64::NEG_INFINITY,
-        PACKED_NAN => f64::NAN,
-        _ => f64::from_bits(bits),
+        _ => match f64::from_bits(bits) {
+            value if value.is_nan() => f64::NAN,
+            value => value,
+        },
     }
 }
 
@@ -634,6 +646,26 @@ mod tests {
             };
             assert_eq!(back.to_bits(), value.to_bits(), "{bytes}");
         }
+    }
+
+    /// Found by fuzzing: a NaN with its sign bit set sorted below the numbers, the same NaN
+    /// re-encoded (as CAF's one NaN pattern) above them, so a set changed order.
+    #[test]
+    fn every_nan_is_one_value_above_the_numbers() {
+        let negative_nan = f64::from_bits(0xFFFF_FFFF_FFFF_FFFE);
+        let set = Data::Set([Data::Real(1.5), Data::Real(negative_nan), Data::Real(-1.0)].into());
+        let Data::Set(elements) = &set else {
+            unreachable!()
+        };
+        assert!(matches!(elements.last(), Some(Data::Real(x)) if x.is_nan()));
+        let again = Data::decode(&set.to_bytes()).unwrap();
+        assert_eq!(again, set);
+        assert_eq!(again.to_bytes(), set.to_bytes());
+        let Data::Real(read) = Data::decode(&hex("04 ff ff ff ff ff ff ff fe")).unwrap() else {
+            unreachable!()
+        };
+        assert_eq!(read.to_bits(), f64::NAN.to_bits());
+        assert_eq!(Data::Real(f64::NAN), Data::Real(negative_nan));
     }
 
     #[test]
