@@ -15,7 +15,6 @@ use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signat
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
-
 use tokio_stream::Stream;
 
 use crate::config::{RabbitMqConfig, ReconnectConfig, TlsConfig};
@@ -144,9 +143,7 @@ impl Connector {
             }),
         }
     }
-}
 
-impl Connector {
     /// Opens a connection for `role` (`publisher` or `consumer`: it names the connection in
     /// RabbitMQ's list, with the queue) and a channel on it, and prepares the channel with
     /// `prepare` (declarations, confirms, consuming). If a step fails, the connection is
