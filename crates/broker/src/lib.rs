@@ -5,6 +5,7 @@
 //! * [`data`]: Broker's binary data values (`format::bin::v1`), encoded and decoded strictly.
 //! * [`frame`]: the length-prefixed frames, the handshake messages and the envelopes of the
 //!   peering phase.
+//! * [`handshake`]: the peering handshake, for both TCP roles.
 //! * [`zeek`]: Zeek events as Broker data.
 //!
 //! The byte layouts follow `shared/spec/zeek-broker.md` (section numbers in the comments refer
@@ -13,6 +14,7 @@
 pub mod data;
 pub mod error;
 pub mod frame;
+pub mod handshake;
 pub mod zeek;
 
 pub use data::{Address, Data, Port, Protocol, Subnet};
