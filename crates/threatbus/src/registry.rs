@@ -26,6 +26,11 @@ pub const APPS: &[AppPlugin] = &[
         name: "zmq",
         build: |section| Ok(Box::new(threatbus_zmq::ZmqApp::build(section)?)),
     },
+    #[cfg(feature = "zeek")]
+    AppPlugin {
+        name: "zeek",
+        build: |section| Ok(Box::new(threatbus_zeek::ZeekApp::build(section)?)),
+    },
 ];
 
 /// The compiled-in backbones.
@@ -172,7 +177,7 @@ mod tests {
         assert_eq!(
             errs,
             [
-                "plugins.apps.foo: unknown plugin \"foo\"; compiled-in apps: zmq".to_owned(),
+                "plugins.apps.foo: unknown plugin \"foo\"; compiled-in apps: zmq, zeek".to_owned(),
                 format!(
                     "plugins.backbones.kafka: unknown plugin \"kafka\"; compiled-in backbones: {}",
                     names(BACKBONES)
@@ -193,7 +198,7 @@ mod tests {
         let errs = errors(&config(json!({}), json!({"inmem": null})));
         assert_eq!(
             errs,
-            ["plugins.apps: no app configured; compiled-in apps: zmq"]
+            ["plugins.apps: no app configured; compiled-in apps: zmq, zeek"]
         );
     }
 

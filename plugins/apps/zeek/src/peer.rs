@@ -1,0 +1,573 @@
+//! One Zeek peer: the Broker handshake, then the `Tenzir::*` conversation (spec `zeek-broker.md`
+//! §8, `upstream.md` §5).
+//!
+//! * The bus announces the filter `threatbus/manage`, `stix2/sighting`; Zeek's filter arrives
+//!   in the handshake and in routing updates (each replaces the last).
+//! * After the handshake the bus pings and sends no data until the pong is back: data sent
+//!   right after a handshake that the other side originated can be lost (spec §5.10).
+//! * `subscribe(topic, snapshot)` → `subscription_acknowledged(p2p)` on `threatbus/manage`,
+//!   and a bus subscriber for `topic` (with a snapshot if the interval is positive). Its
+//!   indicators go to Zeek as `intel` on the p2p topic, but only while Zeek's filter covers
+//!   the p2p topic: until then the subscriber's bus queue holds them (upstream lost the first
+//!   intel this way).
+//! * `unsubscribe(p2p)` removes the subscriber; so does losing the connection.
+//! * Pings are answered with pongs (BYE included); the bus pings every `ping_interval` and
+//!   drops a peer silent for two. At shutdown it says BYE and waits up to 3 s for the pong.
+//! * A malformed frame, a frame above `max_frame_size` or a handshake violation closes this
+//!   connection only, with a log line.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::SignedDuration;
+use rand::Rng;
+use threatbus_broker::EndpointId;
+use threatbus_broker::data::Data;
+use threatbus_broker::frame::{
+    Envelope, EnvelopeType, Filter, Handshake, encode_frame, filter_matches, split_frame,
+};
+use threatbus_broker::handshake::{Handshaker, TcpRole};
+use threatbus_broker::zeek::Event;
+use threatbus_core::{Body, BusHandle, SubscriberId, SubscriberOptions};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::mapping::{self, NotSent};
+use crate::transport::{PeerIo, Transport};
+
+/// The topic Zeek sends `subscribe` and `unsubscribe` on and receives acknowledgements on.
+pub const MANAGE_TOPIC: &str = "threatbus/manage";
+
+/// The topic Zeek sends sightings on.
+pub const SIGHTING_TOPIC: &str = "stix2/sighting";
+
+/// Letters appended to a subscribed topic to make its p2p topic (as upstream).
+const P2P_SUFFIX: usize = 10;
+
+/// Payload of the ping whose pong opens the gate for data.
+const READY_PING: &[u8] = b"threatbus-ready";
+
+/// Payload of the periodic liveness pings.
+const ALIVE_PING: &[u8] = b"threatbus-alive";
+
+/// Broker's graceful-unpeering ping starts with these bytes.
+const BYE: &[u8] = b"BYE";
+
+/// How long to wait for the pong to our BYE.
+const BYE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Encoded frames the subscriptions may queue for the writer.
+const OUTGOING_QUEUE: usize = 256;
+
+/// Settings shared by all peers.
+pub struct PeerSettings {
+    pub own_id: EndpointId,
+    pub namespace: String,
+    pub max_frame_size: usize,
+    pub ping_interval: Duration,
+    pub handshake_timeout: Duration,
+}
+
+/// What the subscriptions of a peer need to know before they may send.
+#[derive(Debug, Clone, Default)]
+struct Gate {
+    /// The pong to the first ping has arrived.
+    ready: bool,
+    /// Zeek's current subscriptions.
+    filter: Filter,
+}
+
+/// Why a connection ended.
+enum End {
+    /// Zeek closed it (or said BYE and closed).
+    Closed,
+    /// The bus is stopping.
+    Stopping,
+    Failed(String),
+}
+
+/// Serves one accepted connection until it ends or `stop` fires.
+pub async fn serve(
+    stream: TcpStream,
+    remote: SocketAddr,
+    transport: Arc<Transport>,
+    settings: Arc<PeerSettings>,
+    bus: BusHandle,
+    stop: CancellationToken,
+) {
+    let setup = async {
+        let (io, kind) = transport
+            .accept(stream)
+            .await
+            .map_err(|err| err.to_string())?;
+        let (reader, writer) = tokio::io::split(io);
+        let mut connection = Connection {
+            reader,
+            writer,
+            buffer: Vec::new(),
+            max_frame_size: settings.max_frame_size,
+        };
+        let peered = connection.handshake(&settings).await?;
+        Ok::<_, String>((connection, kind, peered))
+    };
+    let (connection, kind, peered) = tokio::select! {
+        _ = stop.cancelled() => return,
+        done = tokio::time::timeout(settings.handshake_timeout, setup) => match done {
+            Ok(Ok(done)) => done,
+            Ok(Err(why)) => {
+                tracing::warn!(peer = %remote, reason = %why, "Zeek connection closed during the handshake");
+                return;
+            }
+            Err(_) => {
+                tracing::warn!(peer = %remote, timeout = ?settings.handshake_timeout, "Zeek connection closed: no handshake in time");
+                return;
+            }
+        },
+    };
+    tracing::info!(
+        peer = %remote,
+        transport = %kind,
+        zeek_endpoint = %peered.peer,
+        originator = if peered.originator { "bus" } else { "zeek" },
+        filter = ?printable(&peered.peer_filter),
+        "Zeek peered"
+    );
+    let (gate, _) = watch::channel(Gate {
+        ready: false,
+        filter: peered.peer_filter,
+    });
+    let (outgoing_tx, outgoing) = mpsc::channel(OUTGOING_QUEUE);
+    let mut session = Session {
+        remote,
+        zeek: peered.peer,
+        settings,
+        bus,
+        connection,
+        gate,
+        outgoing_tx,
+        subscriptions: HashMap::new(),
+        held: Vec::new(),
+        last_heard: Instant::now(),
+    };
+    let end = session.run(outgoing, &stop).await;
+    session.remove_subscriptions().await;
+    match end {
+        End::Closed => tracing::info!(peer = %remote, "Zeek peer disconnected"),
+        End::Stopping => tracing::info!(peer = %remote, "Zeek peer disconnected at shutdown"),
+        End::Failed(why) => {
+            tracing::warn!(peer = %remote, reason = %why, "Zeek connection closed")
+        }
+    }
+}
+
+fn printable(filter: &Filter) -> Vec<String> {
+    filter
+        .iter()
+        .map(|prefix| String::from_utf8_lossy(prefix).into_owned())
+        .collect()
+}
+
+/// Frames in and out over one connection.
+struct Connection {
+    reader: ReadHalf<Box<dyn PeerIo>>,
+    writer: WriteHalf<Box<dyn PeerIo>>,
+    buffer: Vec<u8>,
+    max_frame_size: usize,
+}
+
+impl Connection {
+    /// The next frame's payload; `None` when the peer closed the connection.
+    async fn read_frame(&mut self) -> Result<Option<Vec<u8>>, String> {
+        loop {
+            if let Some((payload, used)) =
+                split_frame(&self.buffer, self.max_frame_size).map_err(|err| err.to_string())?
+            {
+                let payload = payload.to_vec();
+                self.buffer.drain(..used);
+                return Ok(Some(payload));
+            }
+            let mut chunk = [0u8; 16 * 1024];
+            let read = self
+                .reader
+                .read(&mut chunk)
+                .await
+                .map_err(|err| format!("reading: {err}"))?;
+            if read == 0 {
+                return if self.buffer.is_empty() {
+                    Ok(None)
+                } else {
+                    Err("closed in the middle of a frame".into())
+                };
+            }
+            self.buffer.extend_from_slice(&chunk[..read]);
+        }
+    }
+
+    async fn write_payload(&mut self, payload: &[u8]) -> Result<(), String> {
+        let mut frame = Vec::with_capacity(payload.len() + 4);
+        encode_frame(payload, &mut frame);
+        self.write_frame(&frame).await
+    }
+
+    async fn write_frame(&mut self, frame: &[u8]) -> Result<(), String> {
+        self.writer
+            .write_all(frame)
+            .await
+            .map_err(|err| format!("writing: {err}"))?;
+        self.writer
+            .flush()
+            .await
+            .map_err(|err| format!("writing: {err}"))
+    }
+
+    async fn send_handshake(&mut self, messages: &[Handshake]) -> Result<(), String> {
+        for message in messages {
+            self.write_payload(&message.to_payload()).await?;
+        }
+        Ok(())
+    }
+
+    async fn handshake(
+        &mut self,
+        settings: &PeerSettings,
+    ) -> Result<threatbus_broker::handshake::Peered, String> {
+        let filter = vec![
+            MANAGE_TOPIC.as_bytes().to_vec(),
+            SIGHTING_TOPIC.as_bytes().to_vec(),
+        ];
+        let (mut handshaker, first) = Handshaker::start(settings.own_id, filter, TcpRole::Acceptor);
+        self.send_handshake(&first).await?;
+        loop {
+            let Some(payload) = self.read_frame().await? else {
+                return Err("closed during the handshake".into());
+            };
+            match handshaker.receive(&payload) {
+                Ok(progress) => {
+                    self.send_handshake(&progress.send).await?;
+                    if let Some(peered) = progress.done {
+                        return Ok(peered);
+                    }
+                }
+                Err(err) => {
+                    if let Some(drop) = err.drop_conn {
+                        let _ = self.send_handshake(&[drop]).await;
+                    }
+                    return Err(err.reason);
+                }
+            }
+        }
+    }
+}
+
+/// A Zeek subscription: its bus subscriber and the task forwarding its indicators.
+struct Subscription {
+    id: SubscriberId,
+    forwarder: JoinHandle<()>,
+}
+
+impl Subscription {
+    async fn end(self, bus: &BusHandle) {
+        self.forwarder.abort();
+        let _ = bus.remove_subscriber(self.id).await;
+    }
+}
+
+struct Session {
+    remote: SocketAddr,
+    zeek: EndpointId,
+    settings: Arc<PeerSettings>,
+    bus: BusHandle,
+    connection: Connection,
+    gate: watch::Sender<Gate>,
+    outgoing_tx: mpsc::Sender<Vec<u8>>,
+    subscriptions: HashMap<String, Subscription>,
+    /// Data for Zeek held until the ready pong (acknowledgements).
+    held: Vec<Vec<u8>>,
+    last_heard: Instant,
+}
+
+impl Session {
+    async fn run(
+        &mut self,
+        mut outgoing: mpsc::Receiver<Vec<u8>>,
+        stop: &CancellationToken,
+    ) -> End {
+        if let Err(why) = self
+            .send_internal(EnvelopeType::Ping, READY_PING.to_vec())
+            .await
+        {
+            return End::Failed(why);
+        }
+        let mut ping = tokio::time::interval(self.settings.ping_interval);
+        ping.tick().await;
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => {
+                    self.say_bye().await;
+                    return End::Stopping;
+                }
+                frame = self.connection.read_frame() => match frame {
+                    Ok(Some(payload)) => {
+                        self.last_heard = Instant::now();
+                        if let Err(why) = self.on_frame(&payload).await {
+                            return End::Failed(why);
+                        }
+                    }
+                    Ok(None) => return End::Closed,
+                    Err(why) => return End::Failed(why),
+                },
+                Some(frame) = outgoing.recv() => {
+                    if let Err(why) = self.connection.write_frame(&frame).await {
+                        return End::Failed(why);
+                    }
+                }
+                _ = ping.tick() => {
+                    let silent = self.last_heard.elapsed();
+                    if silent > self.settings.ping_interval * 2 {
+                        return End::Failed(format!("no answer for {silent:.0?} (dead peer)"));
+                    }
+                    if let Err(why) = self.send_internal(EnvelopeType::Ping, ALIVE_PING.to_vec()).await {
+                        return End::Failed(why);
+                    }
+                }
+            }
+        }
+    }
+
+    /// A ping, pong or routing update to Zeek.
+    async fn send_internal(&mut self, kind: EnvelopeType, payload: Vec<u8>) -> Result<(), String> {
+        let envelope = Envelope::internal(kind, self.settings.own_id, self.zeek, payload);
+        self.connection.write_payload(&envelope.to_payload()).await
+    }
+
+    /// Broker's graceful unpeering: a BYE ping, then wait (briefly) for its pong.
+    async fn say_bye(&mut self) {
+        let mut payload = BYE.to_vec();
+        payload.extend_from_slice(&rand::rng().random::<u64>().to_ne_bytes());
+        if self
+            .send_internal(EnvelopeType::Ping, payload.clone())
+            .await
+            .is_err()
+        {
+            return;
+        }
+        let _ = tokio::time::timeout(BYE_TIMEOUT, async {
+            while let Ok(Some(frame)) = self.connection.read_frame().await {
+                if let Ok(envelope) = Envelope::decode(&frame)
+                    && envelope.kind == EnvelopeType::Pong
+                    && envelope.payload == payload
+                {
+                    return;
+                }
+            }
+        })
+        .await;
+        let _ = self.connection.writer.shutdown().await;
+    }
+
+    async fn on_frame(&mut self, payload: &[u8]) -> Result<(), String> {
+        if payload.is_empty() {
+            // CAF ignores empty frames after the handshake.
+            return Ok(());
+        }
+        let envelope = Envelope::decode(payload).map_err(|err| format!("bad envelope: {err}"))?;
+        match envelope.kind {
+            EnvelopeType::Ping => {
+                let bye = envelope.payload.starts_with(BYE);
+                self.send_internal(EnvelopeType::Pong, envelope.payload)
+                    .await?;
+                if bye {
+                    tracing::debug!(peer = %self.remote, "Zeek says BYE");
+                }
+            }
+            EnvelopeType::Pong => {
+                if envelope.payload == READY_PING && !self.gate.borrow().ready {
+                    self.gate.send_modify(|gate| gate.ready = true);
+                    for frame in std::mem::take(&mut self.held) {
+                        self.connection.write_frame(&frame).await?;
+                    }
+                }
+            }
+            EnvelopeType::RoutingUpdate => match envelope.filter() {
+                Ok(filter) => {
+                    tracing::debug!(peer = %self.remote, filter = ?printable(&filter), "Zeek's subscriptions changed");
+                    self.gate.send_modify(|gate| gate.filter = filter);
+                }
+                Err(err) => return Err(format!("bad routing update: {err}")),
+            },
+            EnvelopeType::Command => {
+                tracing::debug!(peer = %self.remote, "ignoring a data-store command");
+            }
+            EnvelopeType::Data => self.on_data(&envelope.topic, &envelope.payload).await,
+        }
+        Ok(())
+    }
+
+    /// A data message: one event. Anything unexpected is logged and skipped; it never ends
+    /// the connection (Zeek may publish other things on topics the bus subscribed to).
+    async fn on_data(&mut self, topic: &[u8], payload: &[u8]) {
+        let topic = String::from_utf8_lossy(topic);
+        let event = match Event::decode(payload) {
+            Ok(Some(event)) => event,
+            Ok(None) => return,
+            Err(err) => {
+                tracing::warn!(peer = %self.remote, %topic, error = %err, "Zeek sent data that is not a Zeek event");
+                return;
+            }
+        };
+        let name = mapping::local_name(&self.settings.namespace, &event.name).to_owned();
+        match (topic.as_ref(), name.as_str()) {
+            (MANAGE_TOPIC, "subscribe") => self.on_subscribe(&event.args).await,
+            (MANAGE_TOPIC, "unsubscribe") => self.on_unsubscribe(&event.args).await,
+            (SIGHTING_TOPIC, "sighting") => match mapping::sighting_message(&event.args) {
+                Ok(message) => {
+                    if self.bus.publish(message).await.is_err() {
+                        tracing::debug!("the bus is stopping; sighting not published");
+                    }
+                }
+                Err(err) => {
+                    tracing::warn!(peer = %self.remote, error = %err, "invalid sighting from Zeek, dropped")
+                }
+            },
+            _ => {
+                tracing::debug!(peer = %self.remote, %topic, event = %event.name, "ignoring an event")
+            }
+        }
+    }
+
+    async fn on_subscribe(&mut self, args: &[Data]) {
+        let (topic, snapshot) = match args {
+            [topic, Data::Timespan(ns)] if topic.as_str().is_some_and(|t| !t.is_empty()) => {
+                (topic.as_str().unwrap_or_default().to_owned(), *ns)
+            }
+            _ => {
+                tracing::warn!(peer = %self.remote, ?args, "invalid subscribe from Zeek (expected topic: string, snapshot_intel: interval)");
+                return;
+            }
+        };
+        let suffix: String = (0..P2P_SUFFIX)
+            .map(|_| char::from(rand::rng().random_range(b'a'..=b'z')))
+            .collect();
+        let p2p = format!("{topic}{suffix}");
+        // Subscribe before acknowledging, so that nothing published meanwhile is missed.
+        let receiver = match self
+            .bus
+            .add_subscriber(SubscriberOptions {
+                label: format!("zeek {} {p2p}", self.remote),
+                snapshot_requests: false,
+            })
+            .await
+        {
+            Ok(receiver) => receiver,
+            Err(_) => return,
+        };
+        let id = receiver.id;
+        let snapshot = (snapshot > 0).then(|| SignedDuration::from_nanos(snapshot));
+        if let Err(err) = self.bus.subscribe(id, vec![topic.clone()], snapshot).await {
+            tracing::warn!(peer = %self.remote, %topic, error = %err, "subscribing for Zeek failed");
+            let _ = self.bus.remove_subscriber(id).await;
+            return;
+        }
+        let ack = Event::new(
+            mapping::event_name(&self.settings.namespace, "subscription_acknowledged"),
+            vec![Data::string(p2p.as_str())],
+        );
+        let envelope = Envelope::data(self.settings.own_id, MANAGE_TOPIC, ack.to_bytes());
+        let mut frame = Vec::new();
+        encode_frame(&envelope.to_payload(), &mut frame);
+        if self.gate.borrow().ready {
+            if let Err(why) = self.connection.write_frame(&frame).await {
+                tracing::debug!(peer = %self.remote, reason = %why, "could not acknowledge");
+            }
+        } else {
+            self.held.push(frame);
+        }
+        let forwarder = tokio::spawn(forward(
+            receiver,
+            p2p.clone(),
+            self.gate.subscribe(),
+            self.outgoing_tx.clone(),
+            self.settings.clone(),
+        ));
+        tracing::info!(peer = %self.remote, %topic, %p2p, snapshot = ?snapshot, "Zeek subscribed");
+        self.subscriptions
+            .insert(p2p, Subscription { id, forwarder });
+    }
+
+    async fn on_unsubscribe(&mut self, args: &[Data]) {
+        let [p2p] = args else {
+            tracing::warn!(peer = %self.remote, ?args, "invalid unsubscribe from Zeek (expected one p2p topic)");
+            return;
+        };
+        let p2p = p2p.as_str().unwrap_or_default();
+        match self.subscriptions.remove(p2p) {
+            Some(subscription) => {
+                subscription.end(&self.bus).await;
+                tracing::info!(peer = %self.remote, %p2p, "Zeek unsubscribed");
+            }
+            // Zeek unsubscribes its old p2p topic whenever it (re)peers, and at exit even when
+            // it has none.
+            None => {
+                tracing::debug!(peer = %self.remote, %p2p, "unsubscribe for an unknown p2p topic")
+            }
+        }
+    }
+
+    async fn remove_subscriptions(&mut self) {
+        for (_, subscription) in std::mem::take(&mut self.subscriptions) {
+            subscription.end(&self.bus).await;
+        }
+    }
+}
+
+/// Turns one subscription's indicators into `intel` frames for Zeek, waiting whenever Zeek
+/// does not (yet) receive its p2p topic: the bus queue holds what waits.
+async fn forward(
+    mut receiver: threatbus_core::SubscriberReceiver,
+    p2p: String,
+    mut gate: watch::Receiver<Gate>,
+    outgoing: mpsc::Sender<Vec<u8>>,
+    settings: Arc<PeerSettings>,
+) {
+    loop {
+        let open = gate
+            .wait_for(|gate| gate.ready && filter_matches(&gate.filter, p2p.as_bytes()))
+            .await
+            .is_ok();
+        if !open {
+            return;
+        }
+        let Some(message) = receiver.recv().await else {
+            return;
+        };
+        let Body::Indicator(indicator) = message.body() else {
+            continue;
+        };
+        let event = match mapping::intel_event(indicator, &settings.namespace) {
+            Ok(event) => event,
+            Err(why) => {
+                match why {
+                    NotSent::NotAPointIoc => {
+                        tracing::debug!(id = %indicator.id.as_str(), "not sent to Zeek: not a point IoC")
+                    }
+                    NotSent::UnmappedPath(path) | NotSent::NotAString(path) => {
+                        tracing::debug!(id = %indicator.id.as_str(), %path, "not sent to Zeek: no Zeek intel type for it")
+                    }
+                }
+                continue;
+            }
+        };
+        let envelope = Envelope::data(settings.own_id, &p2p, event.to_bytes());
+        let mut frame = Vec::new();
+        encode_frame(&envelope.to_payload(), &mut frame);
+        if outgoing.send(frame).await.is_err() {
+            return;
+        }
+    }
+}
