@@ -15,7 +15,9 @@ use threatbus_broker::zeek::Event;
 use threatbus_core::{Body, Message};
 use threatbus_stix::{Indicator, Operation, Sighting, StixId, Timestamp, pattern};
 
-/// Zeek's `Intel::Type` for the exact object-path text of a point IoC (spec §5.3).
+/// Zeek's `Intel::Type` for the object path of a point IoC (spec §5.3), in its normalised text:
+/// `file:hashes.md5` and `file:hashes.'MD5'` are `file:hashes.MD5` (upstream compared the
+/// text as written and dropped those).
 fn intel_type(path: &str) -> Option<&'static str> {
     Some(match path {
         "domain-name:value" => "DOMAIN",

@@ -102,10 +102,12 @@ pub async fn serve(
     stop: CancellationToken,
 ) {
     let setup = async {
-        let (io, kind) = transport
-            .accept(stream)
-            .await
-            .map_err(|err| err.to_string())?;
+        let (io, kind) = match transport.accept(stream).await {
+            Ok(accepted) => accepted,
+            // A port check (connect, then close): not worth a warning.
+            Err(err) if err.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+            Err(err) => return Err(err.to_string()),
+        };
         let (reader, writer) = tokio::io::split(io);
         let mut connection = Connection {
             reader,
@@ -114,12 +116,16 @@ pub async fn serve(
             max_frame_size: settings.max_frame_size,
         };
         let peered = connection.handshake(&settings).await?;
-        Ok::<_, String>((connection, kind, peered))
+        Ok::<_, String>(Some((connection, kind, peered)))
     };
     let (connection, kind, peered) = tokio::select! {
         _ = stop.cancelled() => return,
         done = tokio::time::timeout(settings.handshake_timeout, setup) => match done {
-            Ok(Ok(done)) => done,
+            Ok(Ok(Some(done))) => done,
+            Ok(Ok(None)) => {
+                tracing::debug!(peer = %remote, "connection closed before it sent anything");
+                return;
+            }
             Ok(Err(why)) => {
                 tracing::warn!(peer = %remote, reason = %why, "Zeek connection closed during the handshake");
                 return;
