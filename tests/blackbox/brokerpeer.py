@@ -160,15 +160,30 @@ def anonymous_tls_client() -> ssl.SSLContext:
     return context
 
 
-class Peer:
-    """Connects to the bus like ``Broker::peer`` does and completes the handshake."""
+def certificate_tls_client(ca_file: str, cert_file: str | None, key_file: str | None) -> ssl.SSLContext:
+    """Broker's authenticated mode: the server's certificate is verified, ours is presented."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.load_verify_locations(ca_file)
+    if cert_file:
+        context.load_cert_chain(cert_file, key_file)
+    return context
 
-    def __init__(self, port: int, host: str = "127.0.0.1", tls: bool = True,
+
+class Peer:
+    """Connects to the bus like ``Broker::peer`` does and completes the handshake.
+
+    ``tls``: ``True`` (anonymous, Zeek's default), ``False`` (plain TCP) or an
+    ``ssl.SSLContext`` of the caller's."""
+
+    def __init__(self, port: int, host: str = "127.0.0.1", tls=True,
                  own_id: bytes | None = None, subscriptions=("threatbus/manage",), timeout: float = 10):
         self.own_id = own_id or os.urandom(16)
         self.filter = list(subscriptions)
         raw = socket.create_connection((host, port), timeout=timeout)
-        self.sock = anonymous_tls_client().wrap_socket(raw) if tls else raw
+        if tls is True:
+            tls = anonymous_tls_client()
+        self.sock = tls.wrap_socket(raw) if tls else raw
         self.tls_version = self.sock.version() if tls else None
         self.cipher = self.sock.cipher()[0] if tls else None
         self.sock.settimeout(timeout)

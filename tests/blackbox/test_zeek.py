@@ -4,9 +4,12 @@ in both handshake roles; pyzmq apps publish indicators and receive sightings."""
 
 from __future__ import annotations
 
+import signal
 import socket
+import ssl
 import struct
 from datetime import datetime
+from pathlib import Path
 import time
 
 import pytest
@@ -22,15 +25,23 @@ LARGE_ID = b"\xff" * 16  # larger than any bus id: the bus originates
 ID = "indicator--46b3f973-5c03-41fc-9efe-49598a267a35"
 
 
-@pytest.fixture
-def zeek_bus(bus_factory):
+TLS_DIR = Path(__file__).parent / "tls"
+
+
+def start_zeek_bus(bus_factory, **zeek_keys):
     """A bus with the in-memory backbone, the ZeroMQ app and the Zeek app."""
     manage, pub, sub, zeek = free_ports(4)
     config = default_config(manage, pub, sub)
-    config["plugins"]["apps"]["zeek"] = {"host": HOST, "port": zeek, "module_namespace": "Tenzir"}
+    config["plugins"]["apps"]["zeek"] = {"host": HOST, "port": zeek, "module_namespace": "Tenzir",
+                                         **zeek_keys}
     bus = bus_factory(config=config, ports=(manage, pub, sub), wait_ports=[manage, pub, sub, zeek])
     bus.zeek_port = zeek
     return bus
+
+
+@pytest.fixture
+def zeek_bus(bus_factory):
+    return start_zeek_bus(bus_factory)
 
 
 def peer(bus, **kwargs) -> Peer:
@@ -83,6 +94,10 @@ def test_handshake_in_both_roles_over_tls_and_plain_tcp(zeek_bus, tls, own_id):
     zeek.wait_pong(b"hello")
     # The bus pinged first (its gate for data) and the peer answered.
     assert b"threatbus-ready" in zeek.pings
+    # Zeek's graceful unpeering: a BYE ping, answered like any ping.
+    bye = b"BYE" + struct.pack("=Q", 7)
+    zeek.ping(bye)
+    zeek.wait_pong(bye)
     zeek.close()
     assert zeek_bus.alive()
     assert "Zeek peered" in zeek_bus.log()
@@ -303,7 +318,7 @@ def test_bye_at_shutdown(zeek_bus):
     zeek = peer(zeek_bus)
     zeek.ping(b"x")
     zeek.wait_pong(b"x")
-    zeek_bus.signal(__import__("signal").SIGTERM)
+    zeek_bus.signal(signal.SIGTERM)
     deadline = time.monotonic() + 10
     while not any(p.startswith(b"BYE") for p in zeek.pings):
         assert time.monotonic() < deadline, "no BYE from the bus"
@@ -312,3 +327,41 @@ def test_bye_at_shutdown(zeek_bus):
         except (TimeoutError, ConnectionError):
             pass
     assert zeek_bus.wait_exit(15) == 0
+
+
+def test_a_silent_peer_is_dropped(bus_factory):
+    """Broker has no keep-alive: the bus pings every ping_interval and drops a peer that has
+    said nothing for two."""
+    bus = start_zeek_bus(bus_factory, ping_interval=1)
+    zeek = peer(bus)
+    subscribe(zeek)
+    # The peer stops reading and answering (a hung Zeek).
+    deadline = time.monotonic() + 15
+    while "dead peer" not in bus.log():
+        assert time.monotonic() < deadline, "the silent peer was not dropped"
+        time.sleep(0.2)
+    assert bus.alive()
+    # Its subscription went with it.
+    deadline = time.monotonic() + 5
+    while not any("subscriber removed" in line and "zeek" in line for line in bus.log().splitlines()):
+        assert time.monotonic() < deadline, "the dropped peer's subscriber was not removed"
+        time.sleep(0.1)
+
+
+def test_certificate_tls_verifies_both_sides(bus_factory):
+    tls = {"cert_file": str(TLS_DIR / "bus.pem"), "key_file": str(TLS_DIR / "bus.key"),
+           "ca_file": str(TLS_DIR / "ca.pem")}
+    bus = start_zeek_bus(bus_factory, tls=tls, allow_plain=False)
+    ca = str(TLS_DIR / "ca.pem")
+    context = brokerpeer.certificate_tls_client(ca, str(TLS_DIR / "zeek.pem"), str(TLS_DIR / "zeek.key"))
+    zeek = peer(bus, tls=context)
+    p2p = subscribe(zeek)
+    assert p2p.startswith("stix2/indicator")
+    # Without a client certificate, with anonymous TLS, or in plain TCP: refused.
+    refused = [brokerpeer.certificate_tls_client(ca, None, None), True, False]
+    for attempt in refused:
+        with pytest.raises((ssl.SSLError, ConnectionError, OSError, AssertionError)):
+            peer(bus, tls=attempt, timeout=5).recv_event(timeout=2)
+    assert bus.alive()
+    assert "TLS handshake failed" in bus.log()
+    assert "allow_plain is false" in bus.log()
