@@ -156,6 +156,23 @@ def test_indicators_reach_zeek_as_intel_one_per_mapped_type(zeek_bus, tls, own_i
     zeek.expect_no_event(1.0)
 
 
+def test_upstream_receive_iocs_scenario(zeek_bus):
+    """upstream test_zeek_inmem · receive_iocs: 13 indicators arrive as 13 Tenzir::intel events
+    with (created, id, "DOMAIN", "example.com", "ADD")."""
+    publisher = synced_publisher(zeek_bus)
+    zeek = peer(zeek_bus)
+    p2p = subscribe(zeek)
+    sent = [make_indicator(pattern="[domain-name:value = 'example.com']") for _ in range(13)]
+    for indicator in sent:
+        publisher.send("stix2/indicator", indicator)
+    for indicator in sent:
+        ts, *rest = intel(zeek, p2p)
+        assert rest == [indicator["id"], "DOMAIN", "example.com", "ADD"]
+        created = datetime.fromisoformat(indicator["created"].replace("Z", "+00:00"))
+        assert ts == round(created.timestamp() * 1000) * 1_000_000
+    zeek.expect_no_event(0.5)
+
+
 def test_intel_waits_until_zeek_subscribes_to_the_p2p_topic(zeek_bus):
     """Upstream raced here and lost the first intel: the bus holds it until Zeek's filter
     covers the p2p topic."""

@@ -102,6 +102,17 @@ proptest! {
     }
 
     #[test]
+    fn varbytes_round_trip_up_to_five_bytes(value in any::<u32>()) {
+        let mut out = Vec::new();
+        threatbus_broker::data::encode_varbyte(value, &mut out);
+        prop_assert!(out.len() <= 5);
+        prop_assert_eq!(out.len(), (32 - value.leading_zeros()).max(1).div_ceil(7) as usize);
+        let mut reader = threatbus_broker::data::Reader::new(&out);
+        prop_assert_eq!(reader.varbyte("x").expect("decodes"), value);
+        prop_assert!(reader.finish().is_ok());
+    }
+
+    #[test]
     fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
         let _ = Data::decode(&bytes);
         let _ = Envelope::decode(&bytes);
