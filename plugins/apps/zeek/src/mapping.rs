@@ -169,16 +169,18 @@ pub fn sighting_message(args: &[Data]) -> Result<Message, BadSighting> {
         return Err(wrong(2, "table", context));
     };
     let id = StixId::parse(id).map_err(|why| BadSighting::BadId(id.to_owned(), why))?;
-    let seen = Timestamp::from_unix(
-        ns.div_euclid(1_000_000_000),
-        ns.rem_euclid(1_000_000_000) as i32,
-    )
-    .ok_or(BadSighting::BadTime(*ns))?;
+    let seen = zeek_time(*ns).ok_or(BadSighting::BadTime(*ns))?;
     let mut sighting = Sighting::new(id, Some(seen));
     sighting
         .extra
         .insert("x_threatbus_sighting_context", &table_to_json(context));
     Ok(Message::new(Body::Sighting(sighting)))
+}
+
+/// A Zeek `time` (ns since the epoch) as a STIX timestamp, if it is in range.
+fn zeek_time(ns: i64) -> Option<Timestamp> {
+    let nanos = ns.rem_euclid(1_000_000_000) as i32;
+    Timestamp::from_unix(ns.div_euclid(1_000_000_000), nanos)
 }
 
 /// A Zeek table as JSON: an object when every key is a string, else a list of `[key, value]`.
@@ -222,15 +224,10 @@ fn to_json(data: &Data) -> Value {
             };
             Value::String(format!("{}/{protocol}", port.number))
         }
-        Data::Timestamp(ns) => {
-            match Timestamp::from_unix(
-                ns.div_euclid(1_000_000_000),
-                ns.rem_euclid(1_000_000_000) as i32,
-            ) {
-                Some(time) => Value::String(time.to_stix_string(0)),
-                None => Value::Number((*ns).into()),
-            }
-        }
+        Data::Timestamp(ns) => match zeek_time(*ns) {
+            Some(time) => Value::String(time.to_stix_string(0)),
+            None => Value::Number((*ns).into()),
+        },
         // Seconds, as a number.
         Data::Timespan(ns) => Number::from_f64(*ns as f64 / 1e9)
             .map(Value::Number)
