@@ -31,6 +31,11 @@ pub const APPS: &[AppPlugin] = &[
         name: "zeek",
         build: |section| Ok(Box::new(threatbus_zeek::ZeekApp::build(section)?)),
     },
+    #[cfg(feature = "misp")]
+    AppPlugin {
+        name: "misp",
+        build: |section| Ok(Box::new(threatbus_misp::MispApp::build(section)?)),
+    },
 ];
 
 /// The compiled-in backbones.
@@ -177,7 +182,8 @@ mod tests {
         assert_eq!(
             errs,
             [
-                "plugins.apps.foo: unknown plugin \"foo\"; compiled-in apps: zmq, zeek".to_owned(),
+                "plugins.apps.foo: unknown plugin \"foo\"; compiled-in apps: zmq, zeek, misp"
+                    .to_owned(),
                 format!(
                     "plugins.backbones.kafka: unknown plugin \"kafka\"; compiled-in backbones: {}",
                     names(BACKBONES)
@@ -198,7 +204,7 @@ mod tests {
         let errs = errors(&config(json!({}), json!({"inmem": null})));
         assert_eq!(
             errs,
-            ["plugins.apps: no app configured; compiled-in apps: zmq, zeek"]
+            ["plugins.apps: no app configured; compiled-in apps: zmq, zeek, misp"]
         );
     }
 
