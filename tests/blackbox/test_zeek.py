@@ -314,6 +314,17 @@ def test_garbage_closes_only_that_connection(zeek_bus):
     wait_logged(zeek_bus, "Zeek connection closed")
 
 
+def test_subscriptions_per_peer_are_bounded(zeek_bus):
+    zeek = peer(zeek_bus)
+    for _ in range(64):
+        subscribe(zeek)
+    zeek.publish("threatbus/manage", brokerpeer.event("Tenzir::subscribe", s("stix2/indicator"), ("timespan", 0)))
+    zeek.expect_no_event(1.0)
+    wait_logged(zeek_bus, "too many subscriptions")
+    zeek.ping(b"alive")
+    zeek.wait_pong(b"alive")
+
+
 def test_several_peers_and_a_reconnecting_peer(zeek_bus):
     publisher = synced_publisher(zeek_bus)
     one, two = peer(zeek_bus, tls=True), peer(zeek_bus, tls=False)

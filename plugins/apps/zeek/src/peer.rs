@@ -62,6 +62,10 @@ const BYE: &[u8] = b"BYE";
 /// How long to wait for the pong to our BYE.
 const BYE_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// Subscriptions one Zeek may hold at once (`threatbus.zeek` holds one); more are refused, so
+/// that a misbehaving peer cannot make the bus create subscribers without end.
+const MAX_SUBSCRIPTIONS: usize = 64;
+
 /// Encoded frames the subscriptions may queue for the writer.
 const OUTGOING_QUEUE: usize = 256;
 
@@ -457,6 +461,10 @@ impl Session {
                 return;
             }
         };
+        if self.subscriptions.len() >= MAX_SUBSCRIPTIONS {
+            tracing::warn!(peer = %self.remote, %topic, limit = MAX_SUBSCRIPTIONS, "Zeek holds too many subscriptions; subscribe refused");
+            return;
+        }
         let suffix: String = (0..P2P_SUFFIX)
             .map(|_| char::from(rand::rng().random_range(b'a'..=b'z')))
             .collect();
