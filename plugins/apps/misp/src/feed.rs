@@ -79,13 +79,9 @@ pub fn run(
     let mut throttle = LogThrottle::default();
     let (mut published, mut skipped, mut invalid) = (0u64, 0u64, 0u64);
     let mut frame = zmq::Message::new();
-    while !stop.is_cancelled() {
-        match socket.recv(&mut frame, 0) {
-            Ok(()) => {}
-            Err(zmq::Error::EAGAIN) | Err(zmq::Error::EINTR) => continue,
-            Err(zmq::Error::ETERM) => break,
-            Err(err) => return Err(format!("MISP feed socket failed: {err}")),
-        }
+    while threatbus_zmq::recv_until_stopped(&socket, &mut frame, &stop)
+        .map_err(|err| format!("MISP feed socket failed: {err}"))?
+    {
         match decode(&frame, &filters) {
             Ok(Decoded::Indicator(indicator)) => {
                 tracing::debug!(id = %indicator.id.as_str(), pattern = %indicator.pattern, "indicator from MISP");

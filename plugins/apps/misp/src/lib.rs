@@ -126,11 +126,7 @@ impl App for MispApp {
             let Some(feed) = config.zmq else {
                 return Err(PluginError(format!("{KEY}.zmq: required")));
             };
-            let endpoint = if feed.host.contains(':') {
-                format!("tcp://[{}]:{}", feed.host, feed.port)
-            } else {
-                format!("tcp://{}:{}", feed.host, feed.port)
-            };
+            let endpoint = threatbus_zmq::tcp_endpoint(&feed.host, feed.port);
             let stop = shutdown.stop_input.clone();
             let filters = config.filter;
             let receiving =

@@ -126,16 +126,39 @@ impl ZmqConfig {
 
     /// `tcp://host:port`, with brackets around IPv6 addresses.
     fn endpoint(&self, port: u16) -> String {
-        if self.is_ipv6() {
-            format!("tcp://[{}]:{port}", self.host)
-        } else {
-            format!("tcp://{}:{port}", self.host)
-        }
+        tcp_endpoint(&self.host, port)
     }
 
     fn is_ipv6(&self) -> bool {
         self.host.contains(':')
     }
+}
+
+/// `tcp://host:port` for ZeroMQ, with brackets around an IPv6 address.
+pub fn tcp_endpoint(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("tcp://[{host}]:{port}")
+    } else {
+        format!("tcp://{host}:{port}")
+    }
+}
+
+/// Waits for the next message on a socket that has a receive timeout, until `stop` fires:
+/// `Ok(true)` when `frame` holds one, `Ok(false)` when stopped (or the context is ending).
+pub fn recv_until_stopped(
+    socket: &zmq::Socket,
+    frame: &mut zmq::Message,
+    stop: &tokio_util::sync::CancellationToken,
+) -> Result<bool, zmq::Error> {
+    while !stop.is_cancelled() {
+        match socket.recv(frame, 0) {
+            Ok(()) => return Ok(true),
+            Err(zmq::Error::EAGAIN) | Err(zmq::Error::EINTR) => continue,
+            Err(zmq::Error::ETERM) => return Ok(false),
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(false)
 }
 
 /// The ZeroMQ app.

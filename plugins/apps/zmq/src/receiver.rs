@@ -61,13 +61,9 @@ pub(crate) fn run(
     };
     // One reused message buffer: ZeroMQ hands over its bytes without a copy into a Vec.
     let mut frame = zmq::Message::new();
-    while !stop.is_cancelled() {
-        match socket.recv(&mut frame, 0) {
-            Ok(()) => {}
-            Err(zmq::Error::EAGAIN) | Err(zmq::Error::EINTR) => continue,
-            Err(zmq::Error::ETERM) => break,
-            Err(err) => return Err(format!("ZeroMQ sub socket failed: {err}")),
-        }
+    while crate::recv_until_stopped(&socket, &mut frame, &stop)
+        .map_err(|err| format!("ZeroMQ sub socket failed: {err}"))?
+    {
         if frame.get_more() {
             let topic = topic_of(&frame);
             while frame.get_more() {
