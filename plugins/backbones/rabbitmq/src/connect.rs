@@ -3,21 +3,16 @@
 
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::time::Duration;
 
 use lapin::tcp::{AsyncTcpStream, RustlsConnector};
 use lapin::uri::{AMQPAuthority, AMQPQueryString, AMQPScheme, AMQPUri, AMQPUserInfo};
 use lapin::{Channel, Connection, ConnectionProperties, Event};
-use rand::Rng;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+pub use threatbus_net::Backoff;
+use threatbus_net::tls::TlsSettings;
 use tokio_stream::Stream;
 
-use crate::config::{RabbitMqConfig, ReconnectConfig, TlsConfig};
+use crate::config::{RabbitMqConfig, TlsConfig};
 use crate::error::RabbitMqError;
 
 /// How long closing a connection may take.
@@ -181,198 +176,38 @@ impl Connector {
 /// Builds the TLS client settings: trusted roots from `ca_file` or the system store, an
 /// optional client certificate, and (only if asked) no server verification.
 fn tls_connector(tls: &TlsConfig) -> Result<RustlsConnector, RabbitMqError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|err| tls_error("tls", format!("TLS setup failed: {err}")))?;
-    let builder = if tls.verify {
-        let mut roots = RootCertStore::empty();
-        match &tls.ca_file {
-            Some(path) => {
-                let certs = read_certificates(path, "tls.ca_file")?;
-                let (added, _ignored) = roots.add_parsable_certificates(certs);
-                if added == 0 {
-                    return Err(tls_error(
-                        "tls.ca_file",
-                        format!("{} holds no usable CA certificate", path.display()),
-                    ));
-                }
-            }
-            None => {
-                let native = rustls_native_certs::load_native_certs();
-                for err in &native.errors {
-                    tracing::warn!(error = %err, "could not read part of the system's trust store");
-                }
-                roots.add_parsable_certificates(native.certs);
-                if roots.is_empty() {
-                    return Err(tls_error(
-                        "tls.ca_file",
-                        "not set, and the system's trust store has no CA certificates".into(),
-                    ));
-                }
-            }
-        }
-        builder.with_root_certificates(roots)
-    } else {
+    if !tls.verify {
         tracing::warn!(
             "TLS certificate verification is off (tls.verify: false): the server is not authenticated"
         );
-        builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(NoVerification(provider)))
+    }
+    let client_auth = match (&tls.cert_file, &tls.key_file) {
+        (Some(cert), Some(key)) => Some((cert.as_path(), key.as_path())),
+        _ => None,
     };
-    let config = match (&tls.cert_file, &tls.key_file) {
-        (Some(cert), Some(key)) => {
-            let chain = read_certificates(cert, "tls.cert_file")?;
-            let key = PrivateKeyDer::from_pem_file(key).map_err(|err| {
-                tls_error(
-                    "tls.key_file",
-                    format!("cannot read a private key from {}: {err}", key.display()),
-                )
-            })?;
-            builder.with_client_auth_cert(chain, key).map_err(|err| {
-                tls_error(
-                    "tls.cert_file",
-                    format!("unusable with tls.key_file: {err}"),
-                )
-            })?
-        }
-        _ => builder.with_no_client_auth(),
+    let settings = TlsSettings {
+        verify: tls.verify,
+        ca_file: tls.ca_file.as_deref(),
+        client_auth,
     };
-    Ok(RustlsConnector::from(config))
-}
-
-fn tls_error(key: &'static str, message: String) -> RabbitMqError {
-    RabbitMqError::Tls { key, message }
-}
-
-fn read_certificates(
-    path: &std::path::Path,
-    key: &'static str,
-) -> Result<Vec<CertificateDer<'static>>, RabbitMqError> {
-    let bad = |err: &dyn std::fmt::Display| {
-        tls_error(
+    let config = threatbus_net::tls::client_config(&settings).map_err(|err| {
+        let key = match err.field {
+            "ca_file" => "tls.ca_file",
+            "cert_file" => "tls.cert_file",
+            "key_file" => "tls.key_file",
+            _ => "tls",
+        };
+        RabbitMqError::Tls {
             key,
-            format!(
-                "cannot read PEM certificates from {}: {err}",
-                path.display()
-            ),
-        )
-    };
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|err| bad(&err))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|err| bad(&err))?;
-    if certs.is_empty() {
-        return Err(bad(&"no certificate found"));
-    }
-    Ok(certs)
-}
-
-/// Accepts any server certificate (`tls.verify: false`) but still checks the handshake
-/// signatures, so the connection is encrypted, just not authenticated.
-#[derive(Debug)]
-struct NoVerification(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for NoVerification {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
-/// Capped exponential backoff with jitter: `min_delay`, doubling per failure up to
-/// `max_delay`, each wait shortened by up to 20 % at random.
-#[derive(Debug)]
-pub struct Backoff {
-    min: Duration,
-    max: Duration,
-    next: Duration,
-}
-
-impl Backoff {
-    pub fn new(config: &ReconnectConfig) -> Self {
-        Self {
-            min: config.min_delay,
-            max: config.max_delay,
-            next: config.min_delay,
+            message: err.message,
         }
-    }
-
-    /// The wait before the next attempt; doubles the one after.
-    pub fn next_delay(&mut self) -> Duration {
-        let delay = self.next;
-        self.next = (self.next * 2).min(self.max);
-        let jitter = rand::rng().random_range(0.8..=1.0);
-        delay.mul_f64(jitter)
-    }
-
-    /// Back to `min_delay` after a connection that worked.
-    pub fn reset(&mut self) {
-        self.next = self.min;
-    }
+    })?;
+    Ok(RustlsConnector::from(config))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_doubles_up_to_the_cap_and_resets() {
-        let mut backoff = Backoff::new(&ReconnectConfig {
-            min_delay: Duration::from_millis(100),
-            max_delay: Duration::from_millis(500),
-        });
-        let delays: Vec<_> = (0..5).map(|_| backoff.next_delay()).collect();
-        let upper = [100, 200, 400, 500, 500];
-        for (delay, upper) in delays.iter().zip(upper) {
-            let upper = Duration::from_millis(upper);
-            assert!(
-                *delay <= upper && *delay >= upper.mul_f64(0.8),
-                "{delays:?}"
-            );
-        }
-        backoff.reset();
-        assert!(backoff.next_delay() <= Duration::from_millis(100));
-    }
 
     #[test]
     fn unreadable_tls_files_are_named() {

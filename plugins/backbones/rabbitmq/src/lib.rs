@@ -105,7 +105,7 @@ impl RabbitMq {
             self.connector.clone(),
             topology.clone(),
             settings,
-            Backoff::new(&config.reconnect),
+            Backoff::new(config.reconnect.min_delay, config.reconnect.max_delay),
             self.stats.clone(),
         );
         let consumer = Consumer::new(
@@ -113,7 +113,7 @@ impl RabbitMq {
             topology,
             config.prefetch,
             config.on_undecodable,
-            Backoff::new(&config.reconnect),
+            Backoff::new(config.reconnect.min_delay, config.reconnect.max_delay),
             self.stats.clone(),
         );
         // A fatal error in one half stops the other.
