@@ -56,6 +56,15 @@ fn normal_org(id: &str) -> String {
     }
 }
 
+/// An org id from a document, as a string or a number.
+fn org_id(value: Option<&Value>) -> Option<String> {
+    match value? {
+        Value::String(s) => Some(normal_org(s)),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
 /// Why a message was filtered out.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Rejected {
@@ -75,29 +84,53 @@ pub fn passes(filter: &[FilterEntry], message: &Map<String, Value>) -> Result<()
         .get("Event")
         .and_then(Value::as_object)
         .ok_or(Rejected::Incomplete("Event"))?;
-    let org = match event.get("orgc_id") {
-        Some(Value::String(s)) => normal_org(s),
-        Some(Value::Number(n)) => n.to_string(),
-        _ => return Err(Rejected::Incomplete("Event.orgc_id")),
-    };
+    let org = org_id(event.get("orgc_id")).ok_or(Rejected::Incomplete("Event.orgc_id"))?;
     let kind = attribute
         .get("type")
         .and_then(Value::as_str)
         .ok_or(Rejected::Incomplete("Attribute.type"))?;
-    if filter.is_empty() {
-        return Ok(());
-    }
-    let tags = tags(attribute);
-    let matches = |entry: &FilterEntry| {
-        (entry.orgs.is_empty() || entry.orgs.iter().any(|o| normal_org(o) == org))
-            && (entry.types.is_empty() || entry.types.iter().any(|t| t == kind))
-            && (entry.tags.is_empty() || entry.tags.iter().any(|t| tags.contains(t)))
-    };
-    if filter.iter().any(matches) {
+    if filter.is_empty() || matches_any(filter, Some(&org), kind, attribute) {
         Ok(())
     } else {
         Err(Rejected::NoMatch)
     }
+}
+
+/// Whether an attribute from a restSearch answer passes `filter` (applied again to what MISP
+/// answered a snapshot search with). The creator org comes from the attribute's `Event`, if
+/// MISP included it; without it only entries that name no orgs can match.
+pub fn result_passes(filter: &[FilterEntry], attribute: &Map<String, Value>) -> bool {
+    if filter.is_empty() {
+        return true;
+    }
+    let org = org_id(
+        attribute
+            .get("Event")
+            .and_then(|event| event.get("orgc_id")),
+    );
+    match attribute.get("type").and_then(Value::as_str) {
+        Some(kind) => matches_any(filter, org.as_deref(), kind, attribute),
+        None => false,
+    }
+}
+
+fn matches_any(
+    filter: &[FilterEntry],
+    org: Option<&str>,
+    kind: &str,
+    attribute: &Map<String, Value>,
+) -> bool {
+    let tags = tags(attribute);
+    let matches = |entry: &FilterEntry| {
+        (entry.orgs.is_empty()
+            || entry
+                .orgs
+                .iter()
+                .any(|o| Some(normal_org(o).as_str()) == org))
+            && (entry.types.is_empty() || entry.types.iter().any(|t| t == kind))
+            && (entry.tags.is_empty() || entry.tags.iter().any(|t| tags.contains(t)))
+    };
+    filter.iter().any(matches)
 }
 
 #[cfg(test)]
@@ -206,6 +239,44 @@ mod tests {
         let mut map = message();
         map["Event"]["orgc_id"] = json!(1);
         assert_eq!(passes(&filter(json!([{"orgs": ["1"]}])), &map), Ok(()));
+    }
+
+    #[test]
+    fn search_results_are_filtered_too() {
+        let full = message();
+        let mut attribute = full["Attribute"].as_object().unwrap().clone();
+        // Without Event: only entries without orgs can match.
+        assert!(result_passes(&[], &attribute));
+        assert!(result_passes(
+            &filter(json!([{"types": ["ip-src"]}])),
+            &attribute
+        ));
+        assert!(!result_passes(
+            &filter(json!([{"orgs": ["1"]}])),
+            &attribute
+        ));
+        attribute.insert("Event".into(), json!({"id": "1", "orgc_id": "1"}));
+        assert!(result_passes(
+            &filter(json!([{"orgs": [1], "tags": ["foo"]}])),
+            &attribute
+        ));
+        assert!(!result_passes(
+            &filter(json!([{"orgs": ["2"]}])),
+            &attribute
+        ));
+        assert!(!result_passes(
+            &filter(json!([{"types": ["domain"]}])),
+            &attribute
+        ));
+        assert!(!result_passes(
+            &filter(json!([{"tags": ["bar"]}])),
+            &attribute
+        ));
+        attribute.remove("type");
+        assert!(!result_passes(
+            &filter(json!([{"orgs": ["1"]}])),
+            &attribute
+        ));
     }
 
     #[test]

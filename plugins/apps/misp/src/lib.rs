@@ -5,22 +5,33 @@
 //!   types, escaping, the `to_ids` / action matrix).
 //! * [`filter`]: which attributes pass the configured `filter`.
 //! * [`rest`]: the bodies of the REST calls to MISP: a sighting (`/sightings/add`) and the
-//!   snapshot searches (`/attributes/restSearch`).
-//!
-//! Work in progress: sightings back to MISP and snapshots through its REST API are not wired
-//! yet; with `api` configured the app says so at start and runs the feed alone.
+//!   snapshot searches (`/attributes/restSearch`); [`api`] makes the calls.
+//! * [`sightings`]: STIX sightings from the bus → MISP sightings (only with `api`).
+//! * [`snapshot`]: snapshot requests for indicators answered from MISP's search (only with
+//!   `api`).
 
+pub mod api;
 pub mod attribute;
 pub mod feed;
 pub mod filter;
 pub mod rest;
+mod retry;
+pub mod sightings;
+pub mod snapshot;
+
+use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::Value;
 use threatbus_core::config::{ConfigError, lenient_string, parse_section, port};
 use threatbus_core::{App, BoxFuture, BusHandle, PluginError, Shutdown};
+use threatbus_net::Backoff;
+use threatbus_net::http::SetupError;
 
+use crate::api::MispApi;
 use crate::filter::FilterEntry;
+use crate::retry::Retry;
 
 /// Where the section lives in the config file.
 pub const KEY: &str = "plugins.apps.misp";
@@ -55,6 +66,17 @@ pub struct ApiConfig {
     /// The API key.
     #[serde(deserialize_with = "lenient_string")]
     pub key: String,
+    /// PEM file with the certificate authorities to trust for `host` (not upstream). Default:
+    /// the system's trust store.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Attributes per restSearch page when answering snapshots (not upstream). Default 1000.
+    #[serde(default = "default_page_size")]
+    pub page_size: u32,
+}
+
+fn default_page_size() -> u32 {
+    1000
 }
 
 /// `zmq`: where MISP's ZeroMQ plugin publishes.
@@ -84,7 +106,76 @@ impl MispConfig {
                 format!("{KEY}.zmq.host"),
                 "must not be empty",
             )),
-            (Some(_), None) => Ok(config),
+            (Some(_), None) => {
+                if let Some(api) = &config.api {
+                    api.validate()?;
+                }
+                Ok(config)
+            }
+        }
+    }
+}
+
+impl ApiConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.key.trim().is_empty() {
+            return Err(ConfigError::new(
+                format!("{KEY}.api.key"),
+                "must not be empty: MISP's API key (MISP: Administration → List Auth Keys)",
+            ));
+        }
+        if self.key.chars().any(char::is_control) {
+            return Err(ConfigError::new(
+                format!("{KEY}.api.key"),
+                "must not contain control characters such as line breaks",
+            ));
+        }
+        if self.page_size == 0 || self.page_size > 100_000 {
+            return Err(ConfigError::new(
+                format!("{KEY}.api.page_size"),
+                format!("must be between 1 and 100000, got {}", self.page_size),
+            ));
+        }
+        MispApi::new(self).map(drop).map_err(|err| match err {
+            SetupError::Url { .. } => ConfigError::new(format!("{KEY}.api.host"), err.to_string()),
+            SetupError::Tls(tls) => {
+                ConfigError::new(format!("{KEY}.api.{}", tls.field), tls.message)
+            }
+        })
+    }
+}
+
+/// Backoff between attempts at calls MISP could not serve.
+fn backoff() -> Backoff {
+    Backoff::new(Duration::from_millis(500), Duration::from_secs(30))
+}
+
+/// Checks once at start that MISP answers and takes the key (`GET /servers/getVersion`), and
+/// keeps trying with backoff until it does; the feed and the workers run meanwhile.
+async fn check_api(config: ApiConfig, stop: tokio_util::sync::CancellationToken) {
+    let Ok(mut api) = MispApi::new(&config) else {
+        return;
+    };
+    let mut retry = Retry::new(backoff());
+    loop {
+        match api.check().await {
+            Ok(version) => {
+                retry.succeeded();
+                tracing::info!(url = %api.url(""), %version, "MISP API reachable");
+                return;
+            }
+            Err(err) => {
+                if !retry
+                    .wait(
+                        "checking MISP's API (GET /servers/getVersion)",
+                        &err.to_string(),
+                        &stop,
+                    )
+                    .await
+                {
+                    return;
+                }
+            }
         }
     }
 }
@@ -114,24 +205,64 @@ impl App for MispApp {
     ) -> BoxFuture<Result<(), PluginError>> {
         Box::pin(async move {
             let config = self.config;
+            let Some(feed) = config.zmq else {
+                return Err(PluginError(format!("{KEY}.zmq: required")));
+            };
+            let mut workers = tokio::task::JoinSet::new();
             match &config.api {
-                Some(api) => tracing::warn!(
-                    host = %api.host,
-                    "MISP app: sightings back to MISP and snapshots from its REST API are not implemented in this version yet; only the attribute feed runs"
-                ),
+                Some(api) => {
+                    let client = || {
+                        MispApi::new(api).map_err(|err| PluginError(format!("{KEY}.api: {err}")))
+                    };
+                    workers.spawn(sightings::run(
+                        client()?,
+                        bus.clone(),
+                        backoff(),
+                        shutdown.stop.clone(),
+                    ));
+                    workers.spawn(snapshot::run(
+                        client()?,
+                        bus.clone(),
+                        config.filter.clone(),
+                        api.page_size,
+                        backoff(),
+                        shutdown.stop.clone(),
+                    ));
+                    let check = check_api(api.clone(), shutdown.stop.clone());
+                    workers.spawn(async move {
+                        check.await;
+                        Ok(())
+                    });
+                }
                 None => tracing::warn!(
                     "MISP app without `api`: attributes are ingested, but sightings are not reported to MISP and snapshots are not answered"
                 ),
             }
-            let Some(feed) = config.zmq else {
-                return Err(PluginError(format!("{KEY}.zmq: required")));
-            };
             let endpoint = threatbus_zmq::tcp_endpoint(&feed.host, feed.port);
             let stop = shutdown.stop_input.clone();
             let filters = config.filter;
-            let receiving =
-                tokio::task::spawn_blocking(move || feed::run(endpoint, filters, bus, stop));
-            match receiving.await {
+            let feed_bus = bus.clone();
+            let mut receiving =
+                tokio::task::spawn_blocking(move || feed::run(endpoint, filters, feed_bus, stop));
+            // The feed runs until input stops; a worker that fails ends the app.
+            let fed = loop {
+                tokio::select! {
+                    fed = &mut receiving => break fed,
+                    Some(done) = workers.join_next() => {
+                        if let Ok(Err(err)) = done {
+                            shutdown.stop_input.cancel();
+                            let _ = receiving.await;
+                            return Err(err);
+                        }
+                    }
+                }
+            };
+            while let Some(done) = workers.join_next().await {
+                if let Ok(Err(err)) = done {
+                    return Err(err);
+                }
+            }
+            match fed {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(err)) => Err(PluginError(format!("{KEY}: {err}"))),
                 Err(err) => Err(PluginError(format!("{KEY}: the feed thread failed: {err}"))),
@@ -171,6 +302,31 @@ mod tests {
                 json!({"zmq": {"host": "x", "port": 1}, "api": {"host": "h", "ssl": true}}),
                 "plugins.apps.misp.api",
                 "key",
+            ),
+            (
+                json!({"zmq": {"host": "x", "port": 1}, "api": {"host": "misp.local", "ssl": true, "key": "k"}}),
+                "plugins.apps.misp.api.host",
+                "misp.local",
+            ),
+            (
+                json!({"zmq": {"host": "x", "port": 1}, "api": {"host": "https://m", "ssl": true, "key": " "}}),
+                "plugins.apps.misp.api.key",
+                "empty",
+            ),
+            (
+                json!({"zmq": {"host": "x", "port": 1}, "api": {"host": "https://m", "ssl": true, "key": "k", "page_size": 0}}),
+                "plugins.apps.misp.api.page_size",
+                "got 0",
+            ),
+            (
+                json!({"zmq": {"host": "x", "port": 1}, "api": {"host": "https://m", "ssl": true, "key": "k", "ca_file": "/nonexistent/ca.pem"}}),
+                "plugins.apps.misp.api.ca_file",
+                "/nonexistent/ca.pem",
+            ),
+            (
+                json!({"zmq": {"host": "x", "port": 1}, "api": {"host": "https://m", "ssl": true, "key": "line\nbreak"}}),
+                "plugins.apps.misp.api.key",
+                "line breaks",
             ),
             (
                 json!({"zmq": {"host": "x", "port": 1}, "filter": [{"orgs": [true]}]}),

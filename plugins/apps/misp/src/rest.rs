@@ -40,14 +40,8 @@ pub fn sighting_body(sighting: &Sighting) -> Option<Value> {
 
 /// The restSearch queries for a snapshot of `age` before `now_seconds` (Unix time), one per
 /// combination of org and type in each filter entry (all attributes with `to_ids` for no
-/// filter), each asking for `page` of `limit` attributes.
-pub fn search_queries(
-    filter: &[FilterEntry],
-    age: SignedDuration,
-    now_seconds: f64,
-    limit: u32,
-    page: u32,
-) -> Vec<Value> {
+/// filter). [`paged`] asks for one page of a query's answer.
+pub fn search_queries(filter: &[FilterEntry], age: SignedDuration, now_seconds: f64) -> Vec<Value> {
     let from = now_seconds - age.as_secs_f64();
     let everything = [FilterEntry::default()];
     let entries = if filter.is_empty() {
@@ -82,13 +76,21 @@ pub fn search_queries(
                 }
                 query.insert("to_ids".into(), true.into());
                 query.insert("from".into(), json!(from));
-                query.insert("limit".into(), limit.into());
-                query.insert("page".into(), page.into());
                 queries.push(Value::Object(query));
             }
         }
     }
     queries
+}
+
+/// `query` asking for page `page` (from 1) of `limit` attributes.
+pub fn paged(query: &Value, limit: u32, page: u32) -> Value {
+    let mut query = query.clone();
+    if let Value::Object(map) = &mut query {
+        map.insert("limit".into(), limit.into());
+        map.insert("page".into(), page.into());
+    }
+    query
 }
 
 /// The attributes of a restSearch answer (`{"response": {"Attribute": [...]}}`, or without the
@@ -152,23 +154,27 @@ mod tests {
             {"types": ["url"]}
         ]))
         .unwrap();
-        let queries = search_queries(&filter, SignedDuration::from_hours(24), 1_000_000.0, 500, 1);
+        let queries = search_queries(&filter, SignedDuration::from_hours(24), 1_000_000.0);
         assert_eq!(queries.len(), 5);
         assert_eq!(
             queries[0],
             json!({"returnFormat": "json", "org": "1", "type": "domain", "tags": {"OR": ["foo", "bar"]},
-                   "to_ids": true, "from": 913_600.0, "limit": 500, "page": 1})
+                   "to_ids": true, "from": 913_600.0})
         );
         assert_eq!(queries[3]["org"], "2");
         assert_eq!(queries[3]["type"], "ip-src");
         assert_eq!(
             queries[4],
-            json!({"returnFormat": "json", "type": "url", "to_ids": true, "from": 913_600.0, "limit": 500, "page": 1})
+            json!({"returnFormat": "json", "type": "url", "to_ids": true, "from": 913_600.0})
         );
-        let all = search_queries(&[], SignedDuration::from_secs(10), 100.0, 10, 3);
+        let all = search_queries(&[], SignedDuration::from_secs(10), 100.0);
         assert_eq!(
             all,
-            [json!({"returnFormat": "json", "to_ids": true, "from": 90.0, "limit": 10, "page": 3})]
+            [json!({"returnFormat": "json", "to_ids": true, "from": 90.0})]
+        );
+        assert_eq!(
+            paged(&all[0], 10, 3),
+            json!({"returnFormat": "json", "to_ids": true, "from": 90.0, "limit": 10, "page": 3})
         );
     }
 
