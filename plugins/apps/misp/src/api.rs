@@ -147,10 +147,16 @@ impl MispApi {
             self.client.url(path),
             answer.preview(PREVIEW)
         );
+        // MISP answers both refused credentials and refused content (`saveFailResponse`:
+        // `{"saved": false, "errors": ...}`) with 403; only the first is worth a retry.
+        let refused_content = serde_json::from_slice::<Value>(&answer.body).is_ok_and(|doc| {
+            doc.get("saved").and_then(Value::as_bool) == Some(false)
+                || doc.get("errors").is_some_and(|e| !e.is_null())
+        });
         let retry = status == StatusCode::TOO_MANY_REQUESTS
-            || status == StatusCode::UNAUTHORIZED
-            || status == StatusCode::FORBIDDEN
-            || status.is_server_error();
+            || status.is_server_error()
+            || ((status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN)
+                && !refused_content);
         Err(if retry {
             CallError::Unavailable(text)
         } else {
