@@ -148,6 +148,27 @@ def test_filters_apply_and_garbage_does_not_stop_the_feed(misp):
     assert "dropped an attribute from MISP" in bus.log()
 
 
+def test_feed_reconnects_when_misp_restarts(bus_factory):
+    manage, pub, sub, feed_port = free_ports(4)
+    feed = FakeMispFeed(feed_port)
+    config = default_config(manage, pub, sub)
+    config["plugins"]["apps"]["misp"] = {"zmq": {"host": HOST, "port": feed_port}}
+    bus = bus_factory(config=config, ports=(manage, pub, sub))
+    receiver = bus.subscriber("stix2/indicator")
+    sync(feed, receiver)
+    feed.close()  # MISP goes away ...
+    time.sleep(0.5)
+    feed = FakeMispFeed(feed_port)  # ... and comes back on the same port
+    try:
+        sync(feed, receiver)  # probes flow again: the bus reconnected by itself
+        after = notification(value="after-restart.example")
+        feed.send(after)
+        got = fence(feed, receiver)
+        assert [obj["id"] for obj in got] == [f"indicator--{after['Attribute']['uuid']}"]
+    finally:
+        feed.close()
+
+
 def test_kafka_is_refused_with_a_clear_error(bus_factory):
     manage, pub, sub = free_ports(3)
     config = default_config(manage, pub, sub)
