@@ -1,6 +1,6 @@
-//! Capped exponential backoff with jitter.
+//! Capped exponential backoff with jitter, and the bookkeeping of a streak of failed attempts.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rand::Rng;
 
@@ -37,9 +37,84 @@ impl Backoff {
     }
 }
 
+/// How often a streak of failures is logged again after its first line.
+pub const REPEAT_LOG: Duration = Duration::from_secs(30);
+
+/// A streak of failed attempts at a call to an outside service: how long to wait before the
+/// next one, and whether to log this failure (the first of a streak, then at most every
+/// [`REPEAT_LOG`]), so that an outage of hours is a few log lines, not thousands.
+#[derive(Debug, Clone)]
+pub struct FailureStreak {
+    backoff: Backoff,
+    failures: u64,
+    since: Option<Instant>,
+    last_log: Option<Instant>,
+}
+
+impl FailureStreak {
+    pub fn new(backoff: Backoff) -> Self {
+        Self {
+            backoff,
+            failures: 0,
+            since: None,
+            last_log: None,
+        }
+    }
+
+    /// Records a failure: the wait before the next attempt, and whether to log this one.
+    pub fn failed(&mut self) -> (Duration, bool) {
+        let now = Instant::now();
+        self.failures += 1;
+        self.since.get_or_insert(now);
+        let log = self
+            .last_log
+            .is_none_or(|at| now.duration_since(at) >= REPEAT_LOG);
+        if log {
+            self.last_log = Some(now);
+        }
+        (self.backoff.next_delay(), log)
+    }
+
+    /// Records a success: the number of failures and the duration of the streak it ends, if
+    /// there was one.
+    pub fn succeeded(&mut self) -> Option<(u64, Duration)> {
+        self.backoff.reset();
+        self.last_log = None;
+        let failures = std::mem::take(&mut self.failures);
+        self.since.take().map(|since| (failures, since.elapsed()))
+    }
+
+    /// Failures in the current streak.
+    pub fn failures(&self) -> u64 {
+        self.failures
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_streak_logs_its_first_failure_and_reports_its_length() {
+        let mut streak = FailureStreak::new(Backoff::new(
+            Duration::from_millis(100),
+            Duration::from_millis(300),
+        ));
+        assert_eq!(streak.succeeded(), None);
+        let (first, log_first) = streak.failed();
+        let (second, log_second) = streak.failed();
+        let (third, _) = streak.failed();
+        assert!(log_first && !log_second);
+        assert!(first <= Duration::from_millis(100) && second > Duration::from_millis(100));
+        assert!(third <= Duration::from_millis(300) && third >= Duration::from_millis(240));
+        assert_eq!(streak.failures(), 3);
+        let (failures, _) = streak.succeeded().unwrap();
+        assert_eq!(failures, 3);
+        assert_eq!(streak.failures(), 0);
+        // A new streak logs its first failure again and starts from the shortest wait.
+        let (delay, log) = streak.failed();
+        assert!(log && delay <= Duration::from_millis(100));
+    }
 
     #[test]
     fn doubles_up_to_the_cap_and_resets() {

@@ -10,4 +10,4 @@ pub mod backoff;
 pub mod http;
 pub mod tls;
 
-pub use backoff::Backoff;
+pub use backoff::{Backoff, FailureStreak};

@@ -36,6 +36,11 @@ pub const APPS: &[AppPlugin] = &[
         name: "misp",
         build: |section| Ok(Box::new(threatbus_misp::MispApp::build(section)?)),
     },
+    #[cfg(feature = "cif3")]
+    AppPlugin {
+        name: "cif3",
+        build: |section| Ok(Box::new(threatbus_cif3::Cif3App::build(section)?)),
+    },
 ];
 
 /// The compiled-in backbones.
@@ -182,7 +187,7 @@ mod tests {
         assert_eq!(
             errs,
             [
-                "plugins.apps.foo: unknown plugin \"foo\"; compiled-in apps: zmq, zeek, misp"
+                "plugins.apps.foo: unknown plugin \"foo\"; compiled-in apps: zmq, zeek, misp, cif3"
                     .to_owned(),
                 format!(
                     "plugins.backbones.kafka: unknown plugin \"kafka\"; compiled-in backbones: {}",
@@ -204,7 +209,7 @@ mod tests {
         let errs = errors(&config(json!({}), json!({"inmem": null})));
         assert_eq!(
             errs,
-            ["plugins.apps: no app configured; compiled-in apps: zmq, zeek, misp"]
+            ["plugins.apps: no app configured; compiled-in apps: zmq, zeek, misp, cif3"]
         );
     }
 
