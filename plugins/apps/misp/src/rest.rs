@@ -102,11 +102,9 @@ pub fn search_attributes(answer: &Value) -> Result<&Vec<Value>, String> {
         _ => Err(match answer.get("message").and_then(Value::as_str) {
             Some(message) => format!("MISP answered: {message}"),
             None => {
-                let text = answer.to_string();
-                format!(
-                    "MISP answered without attributes: {}",
-                    &text[..text.len().min(200)]
-                )
+                // At most 200 characters (not bytes: a cut must not split a character).
+                let text: String = answer.to_string().chars().take(200).collect();
+                format!("MISP answered without attributes: {text}")
             }
         }),
     }
@@ -190,5 +188,12 @@ mod tests {
             "MISP answered: Invalid API key"
         );
         assert!(search_attributes(&json!([1, 2])).is_err());
+        // Found by fuzzing: a long answer cut in the middle of a multi-byte character.
+        let long = json!({"Ettribute": "\u{eeee}".repeat(300)});
+        let err = search_attributes(&long).unwrap_err();
+        assert!(
+            err.ends_with('\u{eeee}') && err.chars().count() < 250,
+            "{err}"
+        );
     }
 }
