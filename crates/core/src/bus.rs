@@ -10,6 +10,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::BusConfig;
+use crate::metrics::{self, Counter, Gauge, Registry};
 use crate::plugin::{App, Backbone, BackboneIo, Inbound, PluginError, Shutdown};
 use crate::queue::{SubscriberId, SubscriberOptions, SubscriberReceiver};
 use crate::router::{Command, Router};
@@ -19,43 +20,86 @@ use crate::{BusError, Message};
 /// What apps use to talk to the core. Cheap to clone. The `blocking_*` variants are for
 /// plugin threads outside the async runtime (e.g. ZeroMQ socket threads); they must not be
 /// called from async code.
+///
+/// Each app gets its own handle, which counts what the app publishes and rejects under the
+/// app's name and registers the app's subscribers under it.
 #[derive(Clone)]
 pub struct BusHandle {
     pub(crate) router: mpsc::Sender<Command>,
     outbound: Outbound,
     stats: Arc<Stats>,
+    metrics: Arc<Registry>,
+    app: Arc<AppMeters>,
+}
+
+/// The metrics of the app a handle belongs to.
+struct AppMeters {
+    name: &'static str,
+    received: [Counter; 4],
+    rejected: Counter,
+    ready: Gauge,
+}
+
+impl AppMeters {
+    fn new(metrics: &Registry, name: &'static str) -> Self {
+        Self {
+            name,
+            received: metrics.kind_counters(&metrics::APP_RECEIVED, &[name]),
+            rejected: metrics.counter(&metrics::APP_REJECTED, &[name]),
+            ready: metrics.gauge(&metrics::READY, &[&format!("app:{name}")]),
+        }
+    }
+
+    /// Meters that count nowhere, for the core's own handle (it never publishes).
+    fn unregistered(name: &'static str) -> Self {
+        Self {
+            name,
+            received: Default::default(),
+            rejected: Counter::default(),
+            ready: Gauge::default(),
+        }
+    }
 }
 
 /// Where published messages go: to the backbone, or, when the backbone only loops messages
 /// back to this instance, straight to the router (one hop and one task less per message).
 #[derive(Clone)]
-pub(crate) enum Outbound {
+pub(crate) struct Outbound {
+    route: Route,
+    /// Messages handed to the backbone, per kind.
+    sent: [Counter; 4],
+}
+
+#[derive(Clone)]
+enum Route {
     Backbone(mpsc::Sender<Message>),
     Loopback(mpsc::Sender<Command>),
 }
 
 impl Outbound {
     pub(crate) async fn send(&self, message: Message) -> Result<(), BusError> {
-        let sent = match self {
-            Self::Backbone(tx) => tx.send(message).await.is_ok(),
-            Self::Loopback(tx) => tx.send(Command::Route(message)).await.is_ok(),
+        self.sent[message.body().topic_index()].inc();
+        let sent = match &self.route {
+            Route::Backbone(tx) => tx.send(message).await.is_ok(),
+            Route::Loopback(tx) => tx.send(Command::Route(message)).await.is_ok(),
         };
         if sent { Ok(()) } else { Err(BusError::Stopped) }
     }
 
     fn blocking_send(&self, message: Message) -> Result<(), BusError> {
-        let sent = match self {
-            Self::Backbone(tx) => tx.blocking_send(message).is_ok(),
-            Self::Loopback(tx) => tx.blocking_send(Command::Route(message)).is_ok(),
+        self.sent[message.body().topic_index()].inc();
+        let sent = match &self.route {
+            Route::Backbone(tx) => tx.blocking_send(message).is_ok(),
+            Route::Loopback(tx) => tx.blocking_send(Command::Route(message)).is_ok(),
         };
         if sent { Ok(()) } else { Err(BusError::Stopped) }
     }
 
     /// Messages waiting for the backbone (the router's own channel is counted apart).
     fn queued(&self) -> usize {
-        match self {
-            Self::Backbone(tx) => tx.max_capacity() - tx.capacity(),
-            Self::Loopback(_) => 0,
+        match &self.route {
+            Route::Backbone(tx) => tx.max_capacity() - tx.capacity(),
+            Route::Loopback(_) => 0,
         }
     }
 }
@@ -64,14 +108,54 @@ impl BusHandle {
     /// Publishes a message to the bus (through the backbone to every instance). Waits while the
     /// bus is at capacity.
     pub async fn publish(&self, message: Message) -> Result<(), BusError> {
-        Stats::bump(&self.stats.published[message.body().topic_index()]);
+        self.count_published(&message);
         self.outbound.send(message).await
     }
 
     /// [`BusHandle::publish`] for threads outside the runtime.
     pub fn blocking_publish(&self, message: Message) -> Result<(), BusError> {
-        Stats::bump(&self.stats.published[message.body().topic_index()]);
+        self.count_published(&message);
         self.outbound.blocking_send(message)
+    }
+
+    fn count_published(&self, message: &Message) {
+        let index = message.body().topic_index();
+        Stats::bump(&self.stats.published[index]);
+        self.app.received[index].inc();
+    }
+
+    /// Records that the app dropped bad input (or input its tool refused).
+    pub fn record_rejected_input(&self) {
+        Stats::bump(&self.stats.rejected_input);
+        self.app.rejected.inc();
+    }
+
+    /// Marks the app ready (bound, connected or started) or not, for `/ready`.
+    pub fn set_ready(&self, ready: bool) {
+        self.app.ready.set(i64::from(ready));
+    }
+
+    /// The metrics registry, for metrics specific to a plugin.
+    pub fn metrics(&self) -> &Arc<Registry> {
+        &self.metrics
+    }
+
+    /// The name of the app this handle belongs to.
+    pub fn app_name(&self) -> &'static str {
+        self.app.name
+    }
+
+    /// A handle for the app `name`: what it publishes and its subscribers count under that name.
+    pub fn for_app(&self, name: &'static str) -> Self {
+        Self {
+            app: Arc::new(AppMeters::new(&self.metrics, name)),
+            ..self.clone()
+        }
+    }
+
+    /// Brings the gauges read at scrape time (subscriber queue depths) up to date.
+    pub async fn refresh_gauges(&self) -> Result<(), BusError> {
+        self.request(|reply| Command::RefreshGauges { reply }).await
     }
 
     /// Creates a subscriber with an empty topic set and returns its queue.
@@ -79,8 +163,13 @@ impl BusHandle {
         &self,
         options: SubscriberOptions,
     ) -> Result<SubscriberReceiver, BusError> {
-        self.request(|reply| Command::AddSubscriber { options, reply })
-            .await
+        let app = self.app.name;
+        self.request(|reply| Command::AddSubscriber {
+            options,
+            app,
+            reply,
+        })
+        .await
     }
 
     /// [`BusHandle::add_subscriber`] for threads outside the runtime.
@@ -88,7 +177,12 @@ impl BusHandle {
         &self,
         options: SubscriberOptions,
     ) -> Result<SubscriberReceiver, BusError> {
-        self.blocking_request(|reply| Command::AddSubscriber { options, reply })
+        let app = self.app.name;
+        self.blocking_request(|reply| Command::AddSubscriber {
+            options,
+            app,
+            reply,
+        })
     }
 
     /// Subscribes `id` to every topic in `topics` (prefix match). With a non-zero `snapshot`,
@@ -201,7 +295,10 @@ pub struct Bus {
     config: BusConfig,
     backbone: Box<dyn Backbone>,
     apps: Vec<Box<dyn App>>,
+    /// Run like apps, but not counted as apps (e.g. the metrics listener).
+    services: Vec<Box<dyn App>>,
     stats: Arc<Stats>,
+    metrics: Arc<Registry>,
 }
 
 /// Which plugin a task runs, for error messages.
@@ -216,13 +313,26 @@ impl Bus {
             config,
             backbone,
             apps,
+            services: Vec::new(),
             stats: Arc::default(),
+            metrics: Arc::default(),
         }
+    }
+
+    /// Adds a service: it runs and stops like an app, but neither its readiness nor its
+    /// traffic counts as an app's (the metrics listener is one).
+    pub fn add_service(&mut self, service: Box<dyn App>) {
+        self.services.push(service);
     }
 
     /// The bus-wide counters.
     pub fn stats(&self) -> Arc<Stats> {
         self.stats.clone()
+    }
+
+    /// The metrics registry (shared with every plugin).
+    pub fn metrics(&self) -> Arc<Registry> {
+        self.metrics.clone()
     }
 
     /// Runs until `shutdown` fires (then drains and stops gracefully) or a plugin fails (then
@@ -239,12 +349,19 @@ impl Bus {
         };
         let mut tasks: JoinSet<(TaskName, Result<(), PluginError>)> = JoinSet::new();
         let backbone_name = self.backbone.name();
-        let outbound = if self.backbone.loops_back() {
+        let metrics = self.metrics.clone();
+        metrics
+            .gauge(&metrics::BUILD_INFO, &[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        let backbone_ready =
+            metrics.gauge(&metrics::READY, &[&format!("backbone:{backbone_name}")]);
+        let route = if self.backbone.loops_back() {
             tracing::info!(
                 backbone = backbone_name,
                 "backbone is a local loopback: published messages go straight to the router"
             );
-            Outbound::Loopback(router_tx.clone())
+            backbone_ready.set(1);
+            Route::Loopback(router_tx.clone())
         } else {
             let (outbound_tx, outbound_rx) = mpsc::channel(capacity);
             let io = BackboneIo {
@@ -253,6 +370,8 @@ impl Bus {
                     router: router_tx.clone(),
                 },
                 stop: phases.stop.clone(),
+                metrics: metrics.clone(),
+                ready: backbone_ready,
             };
             let backbone_run = self.backbone.run(io);
             tasks.spawn(async move {
@@ -263,22 +382,58 @@ impl Bus {
                 (name, backbone_run.await)
             });
             tracing::info!(backbone = backbone_name, "backbone started");
-            Outbound::Backbone(outbound_tx)
+            Route::Backbone(outbound_tx)
+        };
+        let outbound = Outbound {
+            route,
+            sent: metrics.kind_counters(&metrics::BACKBONE_SENT, &[backbone_name]),
         };
         let handle = BusHandle {
             router: router_tx,
             outbound: outbound.clone(),
             stats: self.stats.clone(),
+            metrics: metrics.clone(),
+            app: Arc::new(AppMeters::unregistered("core")),
         };
         let stop_router = CancellationToken::new();
-        let router = Router::new(self.config.clone(), self.stats.clone(), outbound);
+        let router = Router::new(
+            self.config.clone(),
+            self.stats.clone(),
+            metrics.clone(),
+            backbone_name,
+            outbound,
+        );
         let router_task = tokio::spawn(router.run(router_rx, stop_router.clone()));
 
-        for app in self.apps {
+        // Every app's readiness starts at 0 (before any app runs, so that /ready cannot answer
+        // 200 while an app has not been polled yet).
+        let app_handles: Vec<BusHandle> = self
+            .apps
+            .iter()
+            .map(|app| handle.for_app(app.name()))
+            .collect();
+        for (app, app_handle) in self.apps.into_iter().zip(app_handles) {
             let name = app.name();
-            let run = app.run(handle.clone(), phases.clone());
+            let run = app.run(app_handle, phases.clone());
             tasks.spawn(async move { (TaskName { kind: "app", name }, run.await) });
             tracing::info!(app = name, "app started");
+        }
+        for service in self.services {
+            let name = service.name();
+            let service_handle = BusHandle {
+                app: Arc::new(AppMeters::unregistered(name)),
+                ..handle.clone()
+            };
+            let run = service.run(service_handle, phases.clone());
+            tasks.spawn(async move {
+                (
+                    TaskName {
+                        kind: "service",
+                        name,
+                    },
+                    run.await,
+                )
+            });
         }
 
         let mut failure = None;

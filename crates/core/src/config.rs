@@ -90,6 +90,21 @@ pub struct BusConfig {
     pub shutdown_timeout: Duration,
 }
 
+impl BusConfig {
+    /// The section as it is in effect (every key, defaults included), for `threatbus check`.
+    pub fn to_json(&self) -> Value {
+        serde_json::json!({
+            "queue_capacity": self.queue_capacity,
+            "when_full": match self.when_full {
+                WhenFull::DropNewest => "drop_newest",
+                WhenFull::Block => "block",
+            },
+            "snapshot_expiry": self.snapshot_expiry.as_secs_f64(),
+            "shutdown_timeout": self.shutdown_timeout.as_secs_f64(),
+        })
+    }
+}
+
 impl Default for BusConfig {
     fn default() -> Self {
         Self {

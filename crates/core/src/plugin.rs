@@ -11,6 +11,9 @@ use thiserror::Error;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use std::sync::Arc;
+
+use crate::metrics::{Gauge, Registry};
 use crate::router::Command;
 use crate::{BusError, BusHandle, Message};
 
@@ -72,6 +75,11 @@ pub struct BackboneIo {
     pub inbound: Inbound,
     /// Fires when the backbone should flush and return.
     pub stop: CancellationToken,
+    /// Where the backbone takes its own metrics from.
+    pub metrics: Arc<Registry>,
+    /// The backbone's readiness (`threatbus_ready{component="backbone:<name>"}`): set to 1
+    /// while connected, 0 while not.
+    pub ready: Gauge,
 }
 
 /// Hands messages from a backbone to the router.

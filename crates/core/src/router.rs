@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::bus::Outbound;
 use crate::config::BusConfig;
 use crate::message::{Body, Message, MessageType, SnapshotRequest};
+use crate::metrics::{self, Counter, Gauge, Registry};
 use crate::queue::{Offer, SubscriberId, SubscriberOptions, SubscriberQueue, SubscriberReceiver};
 use crate::stats::Stats;
 use crate::{BusError, topic};
@@ -32,6 +33,8 @@ pub(crate) enum Command {
     Route(Message),
     AddSubscriber {
         options: SubscriberOptions,
+        /// The app the subscriber belongs to, for its metrics.
+        app: &'static str,
         reply: oneshot::Sender<SubscriberReceiver>,
     },
     Subscribe {
@@ -51,11 +54,85 @@ pub(crate) enum Command {
     },
     /// How many messages wait in subscriber queues (for draining on shutdown).
     QueuedMessages { reply: oneshot::Sender<usize> },
+    /// Update the gauges that are only read at scrape time.
+    RefreshGauges { reply: oneshot::Sender<()> },
 }
 
 struct Subscriber {
     queue: SubscriberQueue,
     topics: BTreeSet<String>,
+    meters: Arc<AppQueueMeters>,
+}
+
+/// The metrics of one app's subscribers (shared by all of them).
+struct AppQueueMeters {
+    sent: [Counter; 4],
+    dropped_full: Counter,
+    dropped_gone: Counter,
+    subscribers: Gauge,
+    queued: Gauge,
+}
+
+impl AppQueueMeters {
+    fn new(registry: &Registry, app: &str) -> Self {
+        Self {
+            sent: registry.kind_counters(&metrics::APP_SENT, &[app]),
+            dropped_full: registry.counter(&metrics::DROPPED, &[app, "queue_full"]),
+            dropped_gone: registry.counter(&metrics::DROPPED, &[app, "subscriber_gone"]),
+            subscribers: registry.gauge(&metrics::SUBSCRIBERS, &[app]),
+            queued: registry.gauge(&metrics::QUEUED, &[app]),
+        }
+    }
+}
+
+/// The router's own metrics.
+struct RouterMeters {
+    registry: Arc<Registry>,
+    /// Per app, taken once.
+    apps: HashMap<&'static str, Arc<AppQueueMeters>>,
+    received: [Counter; 4],
+    snapshot_requests: HashMap<MessageType, Counter>,
+    snapshot_answers: Counter,
+    snapshot_unknown: Counter,
+    /// Drops for a subscriber that was gone before its app was known.
+    dropped_gone: Counter,
+}
+
+impl RouterMeters {
+    fn new(registry: Arc<Registry>, backbone: &str) -> Self {
+        let requests = [MessageType::Indicator, MessageType::Sighting]
+            .map(|ty| {
+                let kind = metrics::KINDS[topic_index_of(ty)];
+                (ty, registry.counter(&metrics::SNAPSHOT_REQUESTS, &[kind]))
+            })
+            .into_iter()
+            .collect();
+        Self {
+            received: registry.kind_counters(&metrics::BACKBONE_RECEIVED, &[backbone]),
+            snapshot_requests: requests,
+            snapshot_answers: registry.counter(&metrics::SNAPSHOT_ANSWERS, &[]),
+            snapshot_unknown: registry.counter(&metrics::SNAPSHOT_UNKNOWN, &[]),
+            dropped_gone: registry.counter(&metrics::DROPPED, &["core", "subscriber_gone"]),
+            apps: HashMap::new(),
+            registry,
+        }
+    }
+
+    fn app(&mut self, app: &'static str) -> Arc<AppQueueMeters> {
+        let registry = &self.registry;
+        self.apps
+            .entry(app)
+            .or_insert_with(|| Arc::new(AppQueueMeters::new(registry, app)))
+            .clone()
+    }
+}
+
+/// The routing topic index of indicator and sighting messages (as `topic::ALL`).
+fn topic_index_of(ty: MessageType) -> usize {
+    match ty {
+        MessageType::Indicator => 0,
+        MessageType::Sighting => 1,
+    }
 }
 
 struct PendingSnapshot {
@@ -79,6 +156,7 @@ pub fn snapshot_types(topic: &str) -> &'static [MessageType] {
 pub(crate) struct Router {
     config: BusConfig,
     stats: Arc<Stats>,
+    meters: RouterMeters,
     next_id: u64,
     subscribers: HashMap<SubscriberId, Subscriber>,
     /// For each routing topic (index as `topic::ALL`), the subscribers that receive it.
@@ -93,10 +171,17 @@ pub(crate) struct Router {
 }
 
 impl Router {
-    pub(crate) fn new(config: BusConfig, stats: Arc<Stats>, outbound: Outbound) -> Self {
+    pub(crate) fn new(
+        config: BusConfig,
+        stats: Arc<Stats>,
+        registry: Arc<Registry>,
+        backbone: &str,
+        outbound: Outbound,
+    ) -> Self {
         Self {
             config,
             stats,
+            meters: RouterMeters::new(registry, backbone),
             next_id: 1,
             subscribers: HashMap::new(),
             routes: Default::default(),
@@ -133,10 +218,16 @@ impl Router {
     async fn handle(&mut self, command: Command) {
         match command {
             Command::Route(message) => self.route(&message).await,
-            Command::AddSubscriber { options, reply } => {
+            Command::AddSubscriber {
+                options,
+                app,
+                reply,
+            } => {
                 let id = SubscriberId(self.next_id);
                 self.next_id += 1;
-                tracing::debug!(subscriber = %id, label = %options.label, "subscriber added");
+                tracing::debug!(subscriber = %id, app, label = %options.label, "subscriber added");
+                let meters = self.meters.app(app);
+                meters.subscribers.inc();
                 if options.snapshot_requests {
                     self.snapshot_listeners.push(id);
                 }
@@ -147,6 +238,7 @@ impl Router {
                     Subscriber {
                         queue,
                         topics: BTreeSet::new(),
+                        meters,
                     },
                 );
                 if reply.send(receiver).is_err() {
@@ -186,6 +278,21 @@ impl Router {
             Command::QueuedMessages { reply } => {
                 let queued = self.subscribers.values().map(|s| s.queue.depth()).sum();
                 let _ = reply.send(queued);
+            }
+            Command::RefreshGauges { reply } => {
+                let mut depths: HashMap<*const AppQueueMeters, (usize, &Gauge)> = HashMap::new();
+                for meters in self.meters.apps.values() {
+                    depths.insert(Arc::as_ptr(meters), (0, &meters.queued));
+                }
+                for subscriber in self.subscribers.values() {
+                    if let Some(entry) = depths.get_mut(&Arc::as_ptr(&subscriber.meters)) {
+                        entry.0 += subscriber.queue.depth();
+                    }
+                }
+                for (depth, gauge) in depths.into_values() {
+                    gauge.set(i64::try_from(depth).unwrap_or(i64::MAX));
+                }
+                let _ = reply.send(());
             }
         }
     }
@@ -234,6 +341,9 @@ impl Router {
                 snapshot: duration,
             }));
             Stats::bump(&self.stats.snapshot_requests);
+            if let Some(counter) = self.meters.snapshot_requests.get(&snapshot_type) {
+                counter.inc();
+            }
             Stats::bump(&self.stats.published[request.body().topic_index()]);
             tracing::info!(subscriber = %id, %snapshot_id, ?snapshot_type, seconds = duration.as_secs(), "requesting snapshot");
             // Not awaited here: the backbone may be waiting for this very router to take a
@@ -253,6 +363,7 @@ impl Router {
             return false;
         };
         subscriber.queue.report_drops(id, true);
+        subscriber.meters.subscribers.dec();
         tracing::debug!(subscriber = %id, label = %subscriber.queue.options.label, "subscriber removed");
         self.snapshot_listeners.retain(|listener| *listener != id);
         self.pending.retain(|_, pending| pending.requester != id);
@@ -286,6 +397,7 @@ impl Router {
 
     async fn route(&mut self, message: &Message) {
         Stats::bump(&self.stats.routed[message.body().topic_index()]);
+        self.meters.received[message.body().topic_index()].inc();
         let mut targets = std::mem::take(&mut self.targets);
         targets.clear();
         targets.extend_from_slice(&self.routes[message.body().topic_index()]);
@@ -305,6 +417,7 @@ impl Router {
                 }
                 _ => {
                     Stats::bump(&self.stats.snapshot_unknown);
+                    self.meters.snapshot_unknown.inc();
                     tracing::debug!(snapshot_id = %envelope.snapshot_id, "envelope for a snapshot id this instance did not request (or that expired)");
                 }
             },
@@ -317,6 +430,7 @@ impl Router {
             && self.offer(requester, &body).await
         {
             Stats::bump(&self.stats.snapshot_answers);
+            self.meters.snapshot_answers.inc();
         }
         self.targets = targets;
     }
@@ -325,6 +439,7 @@ impl Router {
     async fn offer(&mut self, id: SubscriberId, message: &Message) -> bool {
         let Some(subscriber) = self.subscribers.get_mut(&id) else {
             Stats::bump(&self.stats.dropped_subscriber_gone);
+            self.meters.dropped_gone.inc();
             return false;
         };
         match subscriber
@@ -334,14 +449,17 @@ impl Router {
         {
             Offer::Delivered => {
                 Stats::bump(&self.stats.delivered);
+                subscriber.meters.sent[message.body().topic_index()].inc();
                 true
             }
             Offer::DroppedFull => {
                 Stats::bump(&self.stats.dropped_queue_full);
+                subscriber.meters.dropped_full.inc();
                 false
             }
             Offer::Gone => {
                 Stats::bump(&self.stats.dropped_subscriber_gone);
+                subscriber.meters.dropped_gone.inc();
                 self.remove(id);
                 false
             }

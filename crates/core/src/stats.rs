@@ -1,5 +1,5 @@
-//! Counters the core keeps about traffic. One place, cheap atomics; the metrics endpoint and the
-//! shutdown summary read them.
+//! Bus-wide totals the core keeps about traffic, for the log lines (the periodic summary and the
+//! one at shutdown). The metrics endpoint reads the finer [`crate::metrics`] registry.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -34,11 +34,6 @@ impl Stats {
     /// Reads a counter.
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
-    }
-
-    /// Records that an app dropped bad input.
-    pub fn record_rejected_input(&self) {
-        Self::bump(&self.rejected_input);
     }
 
     /// One line for the logs.

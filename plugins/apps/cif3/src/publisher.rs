@@ -49,6 +49,9 @@ pub(crate) async fn run(
     bus.subscribe(queue.id, vec![topic::INDICATOR.into()], None)
         .await
         .map_err(|err| failed("cannot subscribe to stix2/indicator", err))?;
+    // Nothing to bind: ready once subscribed, whether CIF answers yet or not (that shows in
+    // the log and the counters).
+    bus.set_ready(true);
     if config.confidence == 0.0 {
         tracing::warn!(
             confidence = config.effective_confidence(),

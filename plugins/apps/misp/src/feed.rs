@@ -99,7 +99,7 @@ pub fn run(
             }
             Err(why) => {
                 invalid += 1;
-                bus.stats().record_rejected_input();
+                bus.record_rejected_input();
                 if let Some(suppressed) = throttle.allow() {
                     let preview =
                         String::from_utf8_lossy(&frame[..frame.len().min(200)]).into_owned();

@@ -209,6 +209,9 @@ impl App for MispApp {
                 return Err(PluginError(format!("{KEY}.zmq: required")));
             };
             let mut workers = tokio::task::JoinSet::new();
+            // Nothing to bind: the app is ready once started (MISP's reachability shows in
+            // the log and in the counters, not in readiness).
+            bus.set_ready(true);
             match &config.api {
                 Some(api) => {
                     let client = || {

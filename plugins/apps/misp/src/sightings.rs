@@ -76,7 +76,7 @@ pub async fn run(
                 }
                 Err(CallError::Rejected(reason)) => {
                     counts.rejected += 1;
-                    bus.stats().record_rejected_input();
+                    bus.record_rejected_input();
                     if let Some(suppressed) = rejections.allow() {
                         tracing::warn!(id = %sighting.id.as_str(), attribute = %body["id"], %reason, suppressed, "MISP rejected a sighting");
                     }

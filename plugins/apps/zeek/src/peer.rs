@@ -148,6 +148,10 @@ pub async fn serve(
         filter = ?printable(&peered.peer_filter),
         "Zeek peered"
     );
+    let peers = bus
+        .metrics()
+        .gauge(&threatbus_core::metrics::ZEEK_PEERS, &[]);
+    peers.inc();
     let (gate, _) = watch::channel(Gate {
         ready: false,
         filter: peered.peer_filter,
@@ -167,6 +171,7 @@ pub async fn serve(
     };
     let end = session.run(outgoing, &stop).await;
     session.remove_subscriptions().await;
+    peers.dec();
     match end {
         End::Closed => tracing::info!(peer = %remote, "Zeek peer disconnected"),
         End::Stopping => tracing::info!(peer = %remote, "Zeek peer disconnected at shutdown"),

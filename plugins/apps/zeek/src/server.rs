@@ -44,6 +44,7 @@ pub async fn run(
         tls = if config.tls.is_some() { "certificates" } else { "anonymous" },
         "Zeek app listening for Broker peers"
     );
+    bus.set_ready(true);
     let transport = Arc::new(transport);
     let peers = TaskTracker::new();
     loop {

@@ -49,7 +49,7 @@ pub(crate) fn run(
 ) -> Result<(), String> {
     let mut throttle = LogThrottle::default();
     let mut reject = |topic: String, reason: &str| {
-        bus.stats().record_rejected_input();
+        bus.record_rejected_input();
         if let Some(suppressed) = throttle.allow() {
             tracing::warn!(
                 topic,

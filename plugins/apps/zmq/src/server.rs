@@ -34,6 +34,7 @@ pub(crate) async fn run(
         sub = %config.endpoint(sockets.sub_port),
         "ZeroMQ app listening"
     );
+    bus.set_ready(true);
     let (failures_tx, mut failures) = mpsc::unbounded_channel::<String>();
     let (outlets_tx, outlets_rx) = mpsc::unbounded_channel();
 

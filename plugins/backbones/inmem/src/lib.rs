@@ -43,6 +43,7 @@ impl Backbone for InMemory {
                 mut outbound,
                 inbound,
                 stop,
+                ..
             } = io;
             let mut batch = Vec::with_capacity(BATCH);
             loop {

@@ -32,7 +32,7 @@ use crate::connect::{Backoff, Connector, Events};
 use crate::dedup::RepeatFilter;
 use crate::error::RabbitMqError;
 use crate::publisher::BATCH_CONTENT_TYPE;
-use crate::stats::RabbitMqStats;
+use crate::stats::{Meters, RabbitMqStats};
 use crate::topology::Topology;
 
 /// Publishers whose last sequence number is remembered for recognising repeats.
@@ -55,6 +55,7 @@ pub struct Consumer {
     on_undecodable: OnUndecodable,
     backoff: Backoff,
     stats: Arc<RabbitMqStats>,
+    meters: Meters,
     repeats: RepeatFilter,
     undecodable_log: LogThrottle,
 }
@@ -138,6 +139,7 @@ impl Consumer {
         on_undecodable: OnUndecodable,
         backoff: Backoff,
         stats: Arc<RabbitMqStats>,
+        meters: Meters,
     ) -> Self {
         Self {
             connector,
@@ -146,6 +148,7 @@ impl Consumer {
             on_undecodable,
             backoff,
             stats,
+            meters,
             repeats: RepeatFilter::new(REMEMBERED_PUBLISHERS),
             undecodable_log: LogThrottle::default(),
         }
@@ -172,6 +175,7 @@ impl Consumer {
                         RabbitMqStats::bump(&self.stats.reconnects);
                     }
                     connected_before = true;
+                    self.meters.half_connected();
                     tracing::info!(
                         endpoint = self.connector.endpoint(),
                         queue = %self.topology.queue,
@@ -179,7 +183,9 @@ impl Consumer {
                         prefetch = self.prefetch,
                         "RabbitMQ consumer connected"
                     );
-                    match self.consume(&mut session, &inbound, &stop).await {
+                    let consumed = self.consume(&mut session, &inbound, &stop).await;
+                    self.meters.half_disconnected();
+                    match consumed {
                         Ok(()) => {
                             session.close().await;
                             return Ok(());

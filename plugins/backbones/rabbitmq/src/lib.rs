@@ -34,7 +34,7 @@ use threatbus_core::{Backbone, BackboneIo, BoxFuture, PluginError};
 
 pub use config::RabbitMqConfig;
 pub use error::RabbitMqError;
-pub use stats::RabbitMqStats;
+pub use stats::{Meters, RabbitMqStats};
 
 use connect::{Backoff, Connector};
 use consumer::Consumer;
@@ -80,7 +80,10 @@ impl RabbitMq {
             outbound,
             inbound,
             stop,
+            metrics,
+            ready,
         } = io;
+        let meters = Meters::new(&metrics, ready);
         let config = &self.config;
         let topology = Topology::new(config);
         tracing::info!(
@@ -107,6 +110,7 @@ impl RabbitMq {
             settings,
             Backoff::new(config.reconnect.min_delay, config.reconnect.max_delay),
             self.stats.clone(),
+            meters.clone(),
         );
         let consumer = Consumer::new(
             self.connector.clone(),
@@ -115,6 +119,7 @@ impl RabbitMq {
             config.on_undecodable,
             Backoff::new(config.reconnect.min_delay, config.reconnect.max_delay),
             self.stats.clone(),
+            meters,
         );
         // A fatal error in one half stops the other.
         let halt = stop.child_token();

@@ -36,7 +36,7 @@ use tokio_util::sync::CancellationToken;
 use crate::connect::{self, Backoff, Connector, Events};
 use crate::dedup::message_id;
 use crate::error::RabbitMqError;
-use crate::stats::RabbitMqStats;
+use crate::stats::{Meters, RabbitMqStats};
 use crate::topology::Topology;
 
 /// Messages taken from the core per wake-up.
@@ -84,6 +84,7 @@ pub struct Publisher {
     settings: PublisherSettings,
     backoff: Backoff,
     stats: Arc<RabbitMqStats>,
+    meters: Meters,
 }
 
 /// One AMQP message: one bus message or, with batching, several. Its sequence number and its
@@ -91,6 +92,8 @@ pub struct Publisher {
 struct Outgoing {
     sequence: u64,
     messages: Vec<Message>,
+    /// When it was last sent, for the confirm latency.
+    sent_at: Option<Instant>,
 }
 
 impl Outgoing {
@@ -163,6 +166,7 @@ struct Outbox {
     batch: usize,
     next_sequence: u64,
     drops: LogThrottle,
+    meters: Meters,
 }
 
 impl Outbox {
@@ -176,6 +180,7 @@ impl Outbox {
             batch: batch.max(1),
             next_sequence: 1,
             drops: LogThrottle::default(),
+            meters: Meters::default(),
         }
     }
 
@@ -207,6 +212,7 @@ impl Outbox {
             return;
         }
         RabbitMqStats::bump(&stats.dropped_buffer_full);
+        self.meters.dropped_buffer_full.inc();
         if let Some(suppressed) = self.drops.allow() {
             tracing::warn!(
                 topic = message.topic(),
@@ -240,7 +246,11 @@ impl Outbox {
         self.packed += messages.len();
         let sequence = self.next_sequence;
         self.next_sequence += 1;
-        Some(Outgoing { sequence, messages })
+        Some(Outgoing {
+            sequence,
+            messages,
+            sent_at: None,
+        })
     }
 
     /// Puts back a message that could not be sent, in front of everything unsent.
@@ -263,6 +273,9 @@ impl Outbox {
     fn confirmed_head(&mut self, stats: &RabbitMqStats) {
         if let Some((outgoing, _)) = self.unconfirmed.pop_front() {
             self.packed -= outgoing.messages.len();
+            if let Some(sent_at) = outgoing.sent_at {
+                self.meters.confirm_latency.observe(sent_at.elapsed());
+            }
             RabbitMqStats::add(&stats.confirmed, outgoing.messages.len() as u64);
         }
     }
@@ -334,6 +347,7 @@ impl Publisher {
         settings: PublisherSettings,
         backoff: Backoff,
         stats: Arc<RabbitMqStats>,
+        meters: Meters,
     ) -> Self {
         Self {
             connector,
@@ -341,6 +355,7 @@ impl Publisher {
             settings,
             backoff,
             stats,
+            meters,
         }
     }
 
@@ -352,6 +367,7 @@ impl Publisher {
         stop: CancellationToken,
     ) -> Result<(), RabbitMqError> {
         let mut outbox = Outbox::new(self.settings.buffer, self.settings.batch_messages);
+        outbox.meters = self.meters.clone();
         let mut connected_before = false;
         loop {
             let opened = self.intake_while(self.open(), &mut outbox, &mut outbound, &stop);
@@ -364,6 +380,7 @@ impl Publisher {
                         RabbitMqStats::bump(&self.stats.reconnects);
                     }
                     connected_before = true;
+                    self.meters.half_connected();
                     let resent = outbox.requeue_unconfirmed();
                     RabbitMqStats::add(&self.stats.resent, resent as u64);
                     tracing::info!(
@@ -373,10 +390,11 @@ impl Publisher {
                         resending = resent,
                         "RabbitMQ publisher connected"
                     );
-                    match self
+                    let end = self
                         .pump(&mut session, &mut outbox, &mut outbound, &stop)
-                        .await
-                    {
+                        .await;
+                    self.meters.half_disconnected();
+                    match end {
                         SessionEnd::Stop => {
                             self.flush(Some(session), &mut outbox, &mut outbound).await;
                             return Ok(());
@@ -471,7 +489,7 @@ impl Publisher {
     fn send_waiting(&self, channel: &Channel, outbox: &mut Outbox) -> Result<(), RabbitMqError> {
         let mut context = Context::from_waker(Waker::noop());
         while outbox.unconfirmed.len() < self.settings.confirm_window {
-            let Some(next) = outbox.next_outgoing() else {
+            let Some(mut next) = outbox.next_outgoing() else {
                 break;
             };
             let mut write = self.publish(channel, &next);
@@ -486,6 +504,7 @@ impl Publisher {
                     ));
                 }
             };
+            next.sent_at = Some(Instant::now());
             outbox.unconfirmed.push_back((next, in_flight));
         }
         Ok(())
