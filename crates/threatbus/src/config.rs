@@ -18,6 +18,7 @@ use threatbus_core::BusConfig;
 use threatbus_core::config::{ConfigError, parse_section};
 
 use crate::logging::LoggingConfig;
+use crate::metrics_http::MetricsConfig;
 
 /// The configuration used when no file exists.
 pub const EMBEDDED_DEFAULT: &str = r#"
@@ -54,6 +55,9 @@ pub struct Config {
     pub source: Source,
     pub logging: LoggingConfig,
     pub bus: BusConfig,
+    pub metrics: MetricsConfig,
+    /// The whole document after environment overrides, as read (for `threatbus check`).
+    pub document: Value,
     /// Configured backbones: name and section, in file order.
     pub backbones: Vec<(String, Value)>,
     /// Configured apps: name and section, in file order.
@@ -68,6 +72,22 @@ pub fn load(
     path: Option<&Path>,
     env: impl IntoIterator<Item = (String, String)>,
 ) -> Result<Config, Vec<ConfigError>> {
+    let (config, errors) = read(path, env)?;
+    if errors.is_empty() {
+        Ok(config)
+    } else {
+        Err(errors)
+    }
+}
+
+/// Like [`load`], but a section that fails validation does not stop the others: the errors
+/// come back beside a config whose failed sections hold their defaults, so that the plugin
+/// sections can be checked too. `Err` only when there is no document to look into (the file
+/// cannot be read, is not YAML, or is not a mapping).
+pub fn read(
+    path: Option<&Path>,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<(Config, Vec<ConfigError>), Vec<ConfigError>> {
     let (source, text) = read_source(path).map_err(|e| vec![e])?;
     let mut root: Value = if text.trim().is_empty() {
         Value::Object(Map::new())
@@ -204,7 +224,7 @@ pub fn parse_env_value(raw: &str) -> Value {
 }
 
 /// Splits the root into typed sections; plugin sections are checked by their plugins.
-fn validate(source: Source, root: Value) -> Result<Config, Vec<ConfigError>> {
+fn validate(source: Source, root: Value) -> Result<(Config, Vec<ConfigError>), Vec<ConfigError>> {
     let Value::Object(mut root) = root else {
         unreachable!("checked by load")
     };
@@ -216,6 +236,11 @@ fn validate(source: Source, root: Value) -> Result<Config, Vec<ConfigError>> {
     let bus = parse_section::<BusConfig>("bus", root.get("bus").unwrap_or(&Value::Null))
         .map_err(|e| errors.push(e))
         .ok();
+    let metrics =
+        parse_section::<MetricsConfig>("metrics", root.get("metrics").unwrap_or(&Value::Null))
+            .map_err(|e| errors.push(e))
+            .ok();
+    let document = Value::Object(root.clone());
     let mut sections = |kind: &str| -> Vec<(String, Value)> {
         let key = format!("plugins.{kind}");
         match root.get("plugins").and_then(|p| p.get(kind)) {
@@ -246,20 +271,20 @@ fn validate(source: Source, root: Value) -> Result<Config, Vec<ConfigError>> {
             ));
         }
     }
-    for known in ["logging", "bus", "plugins"] {
+    for known in ["logging", "bus", "metrics", "plugins"] {
         root.remove(known);
     }
-    match (logging, bus, errors.is_empty()) {
-        (Some(logging), Some(bus), true) => Ok(Config {
-            source,
-            logging,
-            bus,
-            backbones,
-            apps,
-            ignored_keys: root.keys().cloned().collect(),
-        }),
-        _ => Err(errors),
-    }
+    let config = Config {
+        source,
+        logging: logging.unwrap_or_default(),
+        bus: bus.unwrap_or_default(),
+        metrics: metrics.unwrap_or_default(),
+        document,
+        backbones,
+        apps,
+        ignored_keys: root.keys().cloned().collect(),
+    };
+    Ok((config, errors))
 }
 
 #[cfg(test)]
@@ -373,7 +398,8 @@ mod tests {
             env(&[("THREATBUS_PLUGINS__APPS__ZMQ__MANAGE", "14000")]),
         )
         .unwrap();
-        let config = validate(source, root).unwrap();
+        let (config, errors) = validate(source, root).unwrap();
+        assert!(errors.is_empty(), "{errors:?}");
         assert_eq!(config.backbones[0].0, "inmem");
         assert_eq!(config.apps[0].0, "zmq");
         assert_eq!(config.apps[0].1["manage"], 14000);

@@ -1,11 +1,16 @@
 //! Logging (the `logging` section): a console sink and a file sink, each with its own level,
-//! as upstream (spec §1.7), on `tracing`.
+//! as upstream (spec §1.7), on `tracing`; beyond upstream, JSON lines (`format: json`) and a
+//! periodic traffic summary (`summary_interval`).
 
 use std::fs::OpenOptions;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde::Deserialize;
 use serde::de::{self, Deserializer};
+use serde_json::{Value, json};
+use threatbus_core::Stats;
+use tokio_util::sync::CancellationToken;
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -35,6 +40,41 @@ impl<'de> Deserialize<'de> for Level {
     }
 }
 
+impl Level {
+    fn name(self) -> &'static str {
+        match self.0 {
+            LevelFilter::TRACE => "TRACE",
+            LevelFilter::DEBUG => "DEBUG",
+            LevelFilter::INFO => "INFO",
+            LevelFilter::WARN => "WARNING",
+            LevelFilter::ERROR => "ERROR",
+            _ => "OFF",
+        }
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// Human-readable lines (the default).
+    #[default]
+    Text,
+    /// One JSON object per line (timestamp, level, target, message, fields), for log shippers.
+    Json,
+}
+
+/// Seconds between two summary lines; 0 turns them off.
+fn summary_seconds<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    let value = Value::deserialize(deserializer)?;
+    match value.as_u64() {
+        Some(seconds) => Ok(Duration::from_secs(seconds)),
+        None => Err(de::Error::custom(format!(
+            "expected a whole number of seconds (0 turns the summary off), got {value}"
+        ))),
+    }
+}
+
 /// The `logging` section.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -50,6 +90,11 @@ pub struct LoggingConfig {
     /// The log file (appended to). Defaults to `threatbus.log`, as upstream documents (upstream
     /// itself failed to apply that default).
     pub filename: String,
+    /// `text` or `json`, for both sinks.
+    pub format: Format,
+    /// Interval of the INFO line that counts the traffic per message kind; zero: none.
+    #[serde(deserialize_with = "summary_seconds")]
+    pub summary_interval: Duration,
 }
 
 impl Default for LoggingConfig {
@@ -60,18 +105,44 @@ impl Default for LoggingConfig {
             file: false,
             file_verbosity: Level(LevelFilter::INFO),
             filename: "threatbus.log".into(),
+            format: Format::Text,
+            summary_interval: Duration::from_secs(60),
         }
+    }
+}
+
+impl LoggingConfig {
+    /// The section as it is in effect, for `threatbus check`.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "console": self.console,
+            "console_verbosity": self.console_verbosity.name(),
+            "file": self.file,
+            "file_verbosity": self.file_verbosity.name(),
+            "filename": self.filename,
+            "format": match self.format {
+                Format::Text => "text",
+                Format::Json => "json",
+            },
+            "summary_interval": self.summary_interval.as_secs(),
+        })
     }
 }
 
 /// Installs the global subscriber. `RUST_LOG`, if set, further restricts what is logged (e.g.
 /// `RUST_LOG=threatbus_zmq=trace` with `console_verbosity: DEBUG`… narrows to that crate).
 pub fn init(config: &LoggingConfig) -> anyhow::Result<()> {
+    let json = config.format == Format::Json;
     let console = config.console.then(|| {
-        tracing_subscriber::fmt::layer()
+        let layer = tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .with_filter(config.console_verbosity.0)
+            .with_ansi(!json && std::io::IsTerminal::is_terminal(&std::io::stderr()));
+        let layer: Box<dyn Layer<_> + Send + Sync> = if json {
+            Box::new(layer.json().flatten_event(true))
+        } else {
+            Box::new(layer)
+        };
+        layer.with_filter(config.console_verbosity.0)
     });
     let file = if config.file {
         let file = OpenOptions::new()
@@ -81,12 +152,15 @@ pub fn init(config: &LoggingConfig) -> anyhow::Result<()> {
             .map_err(|e| {
                 anyhow::anyhow!("logging.filename: cannot open {:?}: {e}", config.filename)
             })?;
-        Some(
-            tracing_subscriber::fmt::layer()
-                .with_writer(Mutex::new(file))
-                .with_ansi(false)
-                .with_filter(config.file_verbosity.0),
-        )
+        let layer = tracing_subscriber::fmt::layer()
+            .with_writer(Mutex::new(file))
+            .with_ansi(false);
+        let layer: Box<dyn Layer<_> + Send + Sync> = if json {
+            Box::new(layer.json().flatten_event(true))
+        } else {
+            Box::new(layer)
+        };
+        Some(layer.with_filter(config.file_verbosity.0))
     } else {
         None
     };
@@ -99,6 +173,66 @@ pub fn init(config: &LoggingConfig) -> anyhow::Result<()> {
         .with(file)
         .try_init()
         .map_err(|e| anyhow::anyhow!("cannot install the logger: {e}"))
+}
+
+/// Writes an INFO line every `interval` with the traffic since the last one, until `stop`.
+pub async fn summarize(stats: Arc<Stats>, interval: Duration, stop: CancellationToken) {
+    if interval.is_zero() {
+        return;
+    }
+    let mut last = Totals::read(&stats);
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        let now = Totals::read(&stats);
+        let d = now.since(&last);
+        tracing::info!(
+            indicators_in = d.published[0],
+            sightings_in = d.published[1],
+            snapshot_requests_in = d.published[2],
+            snapshot_envelopes_in = d.published[3],
+            delivered = d.delivered,
+            dropped = d.dropped,
+            rejected = d.rejected,
+            "traffic in the last {} s",
+            interval.as_secs(),
+        );
+        last = now;
+    }
+}
+
+/// A reading of the bus totals.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct Totals {
+    published: [u64; 4],
+    delivered: u64,
+    dropped: u64,
+    rejected: u64,
+}
+
+impl Totals {
+    fn read(stats: &Stats) -> Self {
+        Self {
+            published: stats.published.each_ref().map(Stats::get),
+            delivered: Stats::get(&stats.delivered),
+            dropped: Stats::get(&stats.dropped_queue_full)
+                + Stats::get(&stats.dropped_subscriber_gone),
+            rejected: Stats::get(&stats.rejected_input),
+        }
+    }
+
+    fn since(&self, before: &Self) -> Self {
+        let diff = |a: u64, b: u64| a.saturating_sub(b);
+        Self {
+            published: std::array::from_fn(|i| diff(self.published[i], before.published[i])),
+            delivered: diff(self.delivered, before.delivered),
+            dropped: diff(self.dropped, before.dropped),
+            rejected: diff(self.rejected, before.rejected),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -124,5 +258,41 @@ mod tests {
         let err =
             parse_section::<LoggingConfig>("logging", &json!({"console": "maybe"})).unwrap_err();
         assert_eq!(err.key, "logging.console");
+    }
+
+    #[test]
+    fn format_and_summary_interval() {
+        let config: LoggingConfig =
+            parse_section("logging", &json!({"format": "json", "summary_interval": 0})).unwrap();
+        assert_eq!(config.format, Format::Json);
+        assert!(config.summary_interval.is_zero());
+        assert_eq!(
+            LoggingConfig::default().summary_interval,
+            Duration::from_secs(60)
+        );
+        let err = parse_section::<LoggingConfig>("logging", &json!({"format": "xml"})).unwrap_err();
+        assert_eq!(err.key, "logging.format");
+        assert!(err.message.contains("xml"), "{}", err.message);
+        let err = parse_section::<LoggingConfig>("logging", &json!({"summary_interval": -5}))
+            .unwrap_err();
+        assert_eq!(err.key, "logging.summary_interval");
+        assert!(err.message.contains("-5"), "{}", err.message);
+        assert_eq!(
+            LoggingConfig::default().to_json(),
+            json!({"console": true, "console_verbosity": "INFO", "file": false, "file_verbosity": "INFO", "filename": "threatbus.log", "format": "text", "summary_interval": 60})
+        );
+    }
+
+    #[test]
+    fn totals_subtract() {
+        let stats = Stats::default();
+        let before = Totals::read(&stats);
+        stats.published[1].fetch_add(3, std::sync::atomic::Ordering::Relaxed);
+        stats
+            .dropped_queue_full
+            .fetch_add(2, std::sync::atomic::Ordering::Relaxed);
+        let d = Totals::read(&stats).since(&before);
+        assert_eq!(d.published, [0, 3, 0, 0]);
+        assert_eq!(d.dropped, 2);
     }
 }

@@ -1,10 +1,14 @@
 //! `threatbus`: the command-line entry point. Loads the configuration, builds every plugin
 //! (so that every config error surfaces before any socket is bound), sets up logging, then runs
-//! the bus until SIGINT or SIGTERM.
+//! the bus until SIGINT or SIGTERM. Subcommands: `check` validates a configuration, `publish`
+//! and `tail` talk to a running bus through its ZeroMQ app.
 
+mod check;
 mod config;
 mod logging;
+mod metrics_http;
 mod registry;
+mod tools;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -16,18 +20,46 @@ use tokio_util::sync::CancellationToken;
 
 /// Threat Bus: a pub/sub broker for STIX 2.1 threat intelligence.
 ///
-/// Without --config, reads config.yaml or config.yml from the working directory; if neither
-/// exists, runs the embedded default (in-memory backbone, ZeroMQ app on 127.0.0.1:13370-13372).
-/// Environment variables THREATBUS_<SECTION>__<KEY>=value override any setting.
+/// Without a subcommand, runs the bus. Without --config, reads config.yaml or config.yml from
+/// the working directory; if neither exists, runs the embedded default (in-memory backbone,
+/// ZeroMQ app on 127.0.0.1:13370-13372). Environment variables THREATBUS_<SECTION>__<KEY>=value
+/// override any setting, e.g. THREATBUS_PLUGINS__APPS__ZMQ__HOST=0.0.0.0.
 #[derive(Debug, Parser)]
-#[command(name = "threatbus", version)]
+#[command(name = "threatbus", version, after_help = AFTER_HELP)]
 struct Cli {
     /// Path to the configuration file (must end in `yaml` or `yml`).
-    #[arg(short, long, value_name = "PATH")]
+    #[arg(short, long, value_name = "PATH", global = true)]
     config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
 }
 
-fn report_config_errors(errors: &[ConfigError]) {
+const AFTER_HELP: &str = "Examples:
+  threatbus                               run with ./config.yaml (or the embedded default)
+  threatbus -c /etc/threatbus/config.yaml run with that file
+  threatbus check -c config.yaml          validate, print the effective config (secrets masked)
+  threatbus tail stix2/indicator          print what a running bus publishes on a topic
+  threatbus publish indicators.json       publish STIX objects through a running bus
+
+Documentation: README.md and docs/ (configuration.md, deploy.md, metrics.md).";
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Run the bus (what `threatbus` does without a subcommand).
+    Run,
+    /// Load and validate the whole configuration (every plugin section, environment overrides
+    /// applied) without binding anything; print the effective configuration with secrets
+    /// masked. Exits 0 if it is valid, 1 with every error listed if not.
+    Check,
+    /// Publish STIX 2.1 indicators and sightings (JSON objects, one per line or concatenated,
+    /// arrays or bundles) from a file or standard input through a running bus's ZeroMQ app.
+    Publish(tools::PublishArgs),
+    /// Subscribe to a topic of a running bus through its ZeroMQ app (optionally with a
+    /// snapshot) and print every object that arrives, one JSON object per line.
+    Tail(tools::TailArgs),
+}
+
+pub(crate) fn report_config_errors(errors: &[ConfigError]) {
     eprintln!("threatbus: invalid config:");
     for error in errors {
         eprintln!("  {error}");
@@ -47,15 +79,14 @@ fn main() -> ExitCode {
     let _ = dotenvy::dotenv();
     let env = std::env::vars_os()
         .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
-    let config = match config::load(cli.config.as_deref(), env) {
-        Ok(config) => config,
-        Err(errors) => {
-            report_config_errors(&errors);
-            return ExitCode::FAILURE;
-        }
-    };
-    let plugins = match registry::build(&config) {
-        Ok(plugins) => plugins,
+    match cli.command {
+        None | Some(Command::Run) => {}
+        Some(Command::Check) => return check::run(cli.config.as_deref(), env),
+        Some(Command::Publish(args)) => return tools::publish(cli.config.as_deref(), env, &args),
+        Some(Command::Tail(args)) => return tools::tail(cli.config.as_deref(), env, &args),
+    }
+    let (config, plugins) = match registry::load_and_build(cli.config.as_deref(), env) {
+        Ok(loaded) => loaded,
         Err(errors) => {
             report_config_errors(&errors);
             return ExitCode::FAILURE;
@@ -101,8 +132,20 @@ fn run(config: config::Config, plugins: registry::Plugins) -> anyhow::Result<()>
         let shutdown = CancellationToken::new();
         watch_signals(shutdown.clone())?;
         tracing::info!(version = env!("CARGO_PKG_VERSION"), "Threat Bus starting");
-        let bus = Bus::new(config.bus, plugins.backbone, plugins.apps);
-        bus.run(shutdown).await?;
+        let mut bus = Bus::new(config.bus, plugins.backbone, plugins.apps);
+        if let Some(listen) = config.metrics.listen {
+            bus.add_service(Box::new(metrics_http::MetricsService { listen }));
+        }
+        let stop_summary = CancellationToken::new();
+        let summary = tokio::spawn(logging::summarize(
+            bus.stats(),
+            config.logging.summary_interval,
+            stop_summary.clone(),
+        ));
+        let result = bus.run(shutdown).await;
+        stop_summary.cancel();
+        let _ = summary.await;
+        result?;
         tracing::info!("Threat Bus stopped");
         Ok(())
     })

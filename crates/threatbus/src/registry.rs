@@ -5,7 +5,9 @@ use serde_json::Value;
 use threatbus_core::config::ConfigError;
 use threatbus_core::{App, Backbone};
 
-use crate::config::Config;
+use std::path::Path;
+
+use crate::config::{self, Config};
 
 /// A plugin: its name under `plugins.apps` or `plugins.backbones` and how to build it from its
 /// config section.
@@ -100,6 +102,28 @@ fn build_kind<T: ?Sized>(
     built
 }
 
+/// Loads the configuration and builds every configured plugin, as a start does; returns every
+/// error found in the file, the environment and all plugin sections together.
+pub fn load_and_build(
+    path: Option<&Path>,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<(Config, Plugins), Vec<ConfigError>> {
+    let (config, mut errors) = config::read(path, env)?;
+    match build(&config) {
+        Ok(plugins) if errors.is_empty() => Ok((config, plugins)),
+        Ok(_) => Err(errors),
+        Err(more) => {
+            // A section reported missing by the loader is not reported again as empty.
+            for error in more {
+                if !errors.iter().any(|e| e.key == error.key) {
+                    errors.push(error);
+                }
+            }
+            Err(errors)
+        }
+    }
+}
+
 /// Builds every configured plugin; returns every error found.
 pub fn build(config: &Config) -> Result<Plugins, Vec<ConfigError>> {
     let mut errors = Vec::new();
@@ -164,6 +188,8 @@ mod tests {
             source: Source::Embedded,
             logging: LoggingConfig::default(),
             bus: Default::default(),
+            metrics: Default::default(),
+            document: Value::Null,
             apps: pairs(apps),
             backbones: pairs(backbones),
             ignored_keys: Vec::new(),
@@ -235,6 +261,44 @@ mod tests {
             errs,
             ["plugins.backbones.rabbitmq.port: required, but missing"]
         );
+    }
+
+    #[test]
+    fn errors_of_core_and_plugin_sections_are_reported_together() {
+        let dir = std::env::temp_dir().join(format!("threatbus-registry-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("config.yaml");
+        std::fs::write(
+            &path,
+            "logging:\n  console_verbosity: LOUD\nmetrics:\n  listen: 0\nplugins:\n  backbones:\n    inmem: {}\n  apps: {}\n",
+        )
+        .unwrap();
+        let errors: Vec<String> = match load_and_build(Some(&path), Vec::new()) {
+            Ok(_) => Vec::new(),
+            Err(errors) => errors.iter().map(ToString::to_string).collect(),
+        };
+        assert_eq!(errors.len(), 3, "{errors:?}");
+        assert!(
+            errors[0].starts_with("logging.console_verbosity"),
+            "{errors:?}"
+        );
+        assert!(
+            errors[1].starts_with("metrics.listen: port must be 1-65535, got 0"),
+            "{errors:?}"
+        );
+        assert!(
+            errors[2].starts_with("plugins.apps: no app configured"),
+            "{errors:?}"
+        );
+        // A missing section is reported once, by the loader.
+        std::fs::write(&path, "plugins:\n  backbones:\n    inmem: {}\n").unwrap();
+        let errors: Vec<String> = match load_and_build(Some(&path), Vec::new()) {
+            Ok(_) => Vec::new(),
+            Err(errors) => errors.iter().map(ToString::to_string).collect(),
+        };
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].starts_with("plugins.apps: missing"), "{errors:?}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
