@@ -393,3 +393,15 @@ def test_json_logs_and_the_periodic_summary(bus_factory):
             assert "message" in record, record
     assert any(json.loads(line).get("message") == "ZeroMQ app subscribed"
                for line in bus.log().splitlines() if line.strip())
+
+
+def test_the_example_config_checks_clean():
+    # config.example.yaml is what docs/deploy.md tells operators to start from, and what the
+    # systemd unit's ExecStartPre checks once installed.
+    from pathlib import Path
+    example = Path(__file__).resolve().parents[2] / "config.example.yaml"
+    done = run_cli("check", "-c", str(example))
+    assert done.returncode == 0, done.stderr
+    effective = json.loads(done.stdout)
+    assert effective["plugins"]["apps"]["zmq"]["manage"] == 13370
+    assert "warning" not in done.stderr, done.stderr
