@@ -67,9 +67,10 @@ def delta(after: dict, before: dict, key: str) -> float:
     return after.get(key, 0) - before.get(key, 0)
 
 
-def metrics_bus(bus_factory, **extra):
+def metrics_bus(bus_factory, zmq=None, **extra):
     manage, pub, sub, metrics = free_ports(4)
     config = default_config(manage, pub, sub)
+    config["plugins"]["apps"]["zmq"].update(zmq or {})
     config["metrics"] = {"listen": metrics}
     for key, value in extra.items():
         config[key] = value
@@ -405,3 +406,29 @@ def test_the_example_config_checks_clean():
     effective = json.loads(done.stdout)
     assert effective["plugins"]["apps"]["zmq"]["manage"] == 13370
     assert "warning" not in done.stderr, done.stderr
+
+
+def test_drops_and_queue_depth_of_a_stalled_app(bus_factory):
+    from test_backpressure import CHUNK, send_chunks, stalled_app
+    n = 20000
+    capacity = 500
+    bus, port = metrics_bus(bus_factory, zmq={"send_hwm": 200}, bus={"queue_capacity": capacity})
+    stalled, stalled_sock = stalled_app(bus)
+    active = bus.subscriber("stix2/indicator")
+    publisher = bus.publisher()
+    bus.sync(publisher, active)
+    before = scrape(port)
+    try:
+        assert send_chunks(publisher, active, 0, n) == list(range(n))
+        after = scrape(port)
+    finally:
+        stalled_sock.close()
+    sent = delta(after, before, 'threatbus_app_sent_messages_total{app="zmq",kind="indicator"}')
+    dropped = delta(after, before, 'threatbus_dropped_messages_total{plugin="zmq",reason="queue_full"}')
+    # Every indicator went to both subscribers or was dropped for the stalled one.
+    assert sent + dropped == 2 * n, (sent, dropped)
+    assert dropped > 0
+    # The stalled app's queue is full; the active one's is (nearly) empty.
+    queued = after['threatbus_subscriber_queued_messages{app="zmq"}']
+    assert capacity <= queued <= capacity + CHUNK, queued
+    assert delta(after, before, 'threatbus_app_received_messages_total{app="zmq",kind="indicator"}') == n
