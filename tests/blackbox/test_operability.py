@@ -432,3 +432,25 @@ def test_drops_and_queue_depth_of_a_stalled_app(bus_factory):
     queued = after['threatbus_subscriber_queued_messages{app="zmq"}']
     assert capacity <= queued <= capacity + CHUNK, queued
     assert delta(after, before, 'threatbus_app_received_messages_total{app="zmq",kind="indicator"}') == n
+
+
+def test_zeek_peers_and_subscriptions_in_the_metrics(bus_factory):
+    from brokerpeer import Peer
+    from test_zeek import subscribe
+    manage, pub, sub, zeek, port = free_ports(5)
+    config = default_config(manage, pub, sub)
+    config["plugins"]["apps"]["zeek"] = {"host": HOST, "port": zeek}
+    config["metrics"] = {"listen": port}
+    bus = bus_factory(config=config, ports=(manage, pub, sub), wait_ports=[manage, pub, sub, zeek, port])
+    wait_until(lambda: http_get(port, "/ready")[0] == 200, what="/ready with the Zeek app bound")
+    assert scrape(port)['threatbus_ready{component="app:zeek"}'] == 1
+    one, two = Peer(zeek, tls=True), Peer(zeek, tls=False)
+    subscribe(one)
+    wait_until(lambda: scrape(port)["threatbus_zeek_peers"] == 2, what="two Zeek peers")
+    assert scrape(port)['threatbus_subscribers{app="zeek"}'] == 1
+    one.close()
+    wait_until(lambda: scrape(port)["threatbus_zeek_peers"] == 1, what="one Zeek peer left")
+    wait_until(lambda: scrape(port).get('threatbus_subscribers{app="zeek"}') == 0,
+               what="the leaving peer's subscription gone")
+    two.close()
+    wait_until(lambda: scrape(port)["threatbus_zeek_peers"] == 0, what="no Zeek peer")
