@@ -383,6 +383,30 @@ async fn full_queue_drops_for_that_subscriber_only_and_counts() {
     }
     assert_eq!(stalled.len(), 4);
     assert_eq!(Stats::get(&r.bus.stats().dropped_queue_full), 46);
+    // The same in the metrics, under the app's name, and the queue depth read on demand.
+    r.bus.refresh_gauges().await.unwrap();
+    let text = r.bus.metrics().render();
+    for line in [
+        "threatbus_app_received_messages_total{app=\"probe\",kind=\"indicator\"} 50",
+        "threatbus_app_sent_messages_total{app=\"probe\",kind=\"indicator\"} 54",
+        "threatbus_dropped_messages_total{plugin=\"probe\",reason=\"queue_full\"} 46",
+        "threatbus_backbone_sent_messages_total{backbone=\"identity\",kind=\"indicator\"} 50",
+        "threatbus_backbone_received_messages_total{backbone=\"identity\",kind=\"indicator\"} 50",
+        "threatbus_subscribers{app=\"probe\"} 2",
+        "threatbus_subscriber_queued_messages{app=\"probe\"} 4",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "{line} missing from:\n{text}"
+        );
+    }
+    // The backbone never said it is connected; the app never said it is ready.
+    assert_eq!(
+        r.bus.metrics().not_ready(),
+        ["app:probe", "backbone:identity"]
+    );
+    r.bus.set_ready(true);
+    assert_eq!(r.bus.metrics().not_ready(), ["backbone:identity"]);
     drop(stalled);
     r.shutdown.cancel();
     r.task.await.unwrap().unwrap();
