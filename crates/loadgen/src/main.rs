@@ -10,7 +10,6 @@
 mod control;
 mod frame;
 mod indicator;
-mod manage;
 mod procfs;
 mod publisher;
 mod report;

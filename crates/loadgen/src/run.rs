@@ -6,10 +6,10 @@ use std::thread::ScopedJoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow, bail};
+use threatbus_zmq::client::{ManageClient, Subscription, endpoint};
 
 use crate::control::{Control, Phase};
 use crate::indicator::{IndicatorFactory, MAX_SEQ, RunSpec};
-use crate::manage::{ManageClient, Subscription, endpoint};
 use crate::now_ns;
 use crate::procfs::{ProcessProbe, ProcessSample};
 use crate::publisher::{self, PublisherOutcome, PublisherPlan};
@@ -73,12 +73,12 @@ pub fn execute(settings: &Settings) -> anyhow::Result<Report> {
     let context = zmq::Context::new();
     context.set_io_threads(settings.io_threads)?;
     let manage_endpoint = endpoint(&settings.host, settings.manage);
-    let manage = ManageClient::connect(&context, &manage_endpoint, settings.timeout)?;
+    let mut manage = ManageClient::connect(&context, &manage_endpoint, settings.timeout)?;
 
     let mut subscriptions = Vec::with_capacity(settings.subscribers + settings.stall);
     let result = (|| {
         for _ in 0..settings.subscribers + settings.stall {
-            subscriptions.push(manage.subscribe(&settings.topic)?);
+            subscriptions.push(manage.subscribe(&settings.topic, 0)?);
         }
         measure(settings, &context, &subscriptions, bus.as_ref())
     })();

@@ -41,7 +41,7 @@ const AFTER_HELP: &str = "Examples:
   threatbus tail stix2/indicator          print what a running bus publishes on a topic
   threatbus publish indicators.json       publish STIX objects through a running bus
 
-Documentation: README.md and docs/ (configuration.md, deploy.md, metrics.md).";
+Documentation: README.md and docs/ (configuration.md, deploy.md, metrics.md, tools.md).";
 
 #[derive(Debug, clap::Subcommand)]
 enum Command {
