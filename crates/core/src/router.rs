@@ -61,6 +61,8 @@ pub(crate) enum Command {
 struct Subscriber {
     queue: SubscriberQueue,
     topics: BTreeSet<String>,
+    /// The app it belongs to, and that app's meters.
+    app: &'static str,
     meters: Arc<AppQueueMeters>,
 }
 
@@ -238,6 +240,7 @@ impl Router {
                     Subscriber {
                         queue,
                         topics: BTreeSet::new(),
+                        app,
                         meters,
                     },
                 );
@@ -280,17 +283,13 @@ impl Router {
                 let _ = reply.send(queued);
             }
             Command::RefreshGauges { reply } => {
-                let mut depths: HashMap<*const AppQueueMeters, (usize, &Gauge)> = HashMap::new();
-                for meters in self.meters.apps.values() {
-                    depths.insert(Arc::as_ptr(meters), (0, &meters.queued));
-                }
+                let mut depths: HashMap<&'static str, usize> = HashMap::new();
                 for subscriber in self.subscribers.values() {
-                    if let Some(entry) = depths.get_mut(&Arc::as_ptr(&subscriber.meters)) {
-                        entry.0 += subscriber.queue.depth();
-                    }
+                    *depths.entry(subscriber.app).or_default() += subscriber.queue.depth();
                 }
-                for (depth, gauge) in depths.into_values() {
-                    gauge.set(i64::try_from(depth).unwrap_or(i64::MAX));
+                for (app, meters) in &self.meters.apps {
+                    let depth = depths.get(app).copied().unwrap_or(0);
+                    meters.queued.set(i64::try_from(depth).unwrap_or(i64::MAX));
                 }
                 let _ = reply.send(());
             }
