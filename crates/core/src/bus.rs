@@ -140,11 +140,6 @@ impl BusHandle {
         &self.metrics
     }
 
-    /// The name of the app this handle belongs to.
-    pub fn app_name(&self) -> &'static str {
-        self.app.name
-    }
-
     /// A handle for the app `name`: what it publishes and its subscribers count under that name.
     pub fn for_app(&self, name: &'static str) -> Self {
         Self {

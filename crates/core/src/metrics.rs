@@ -247,7 +247,6 @@ struct HistogramCells {
     bounds: &'static [f64],
     /// Observations per bucket (not cumulative); the last cell is above every bound.
     buckets: Vec<AtomicU64>,
-    count: AtomicU64,
     /// Sum of the observations in nanoseconds.
     sum_nanos: AtomicU64,
 }
@@ -268,7 +267,6 @@ impl Histogram {
         Self(Arc::new(HistogramCells {
             bounds,
             buckets: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
-            count: AtomicU64::new(0),
             sum_nanos: AtomicU64::new(0),
         }))
     }
@@ -283,14 +281,8 @@ impl Histogram {
             .position(|bound| seconds <= *bound)
             .unwrap_or(cells.bounds.len());
         cells.buckets[index].fetch_add(1, Ordering::Relaxed);
-        cells.count.fetch_add(1, Ordering::Relaxed);
         let nanos = u64::try_from(value.as_nanos()).unwrap_or(u64::MAX);
         cells.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
-    }
-
-    /// Observations so far.
-    pub fn count(&self) -> u64 {
-        self.0.count.load(Ordering::Relaxed)
     }
 }
 
