@@ -140,6 +140,16 @@ def test_check_prints_the_effective_config_with_secrets_masked(tmp_path):
     assert effective["bus"]["queue_capacity"] == 10000
     assert effective["bus"]["when_full"] == "drop_newest"
     assert effective["metrics"] == {"listen": None}
+    # Plugin sections too, defaults filled in by each plugin.
+    assert effective["plugins"]["apps"]["zmq"]["send_hwm"] == 1000
+    assert effective["plugins"]["apps"]["zmq"]["subscription_timeout"] is None
+    assert effective["plugins"]["apps"]["misp"]["api"]["page_size"] == 1000
+    assert "kafka" not in effective["plugins"]["apps"]["misp"]
+    assert effective["plugins"]["apps"]["cif3"]["group"] == "everyone"
+    assert effective["plugins"]["apps"]["cif3"]["retry"] == {"min_delay": 0.5, "max_delay": 30}
+    assert effective["plugins"]["backbones"]["rabbitmq"]["vhost"] == "/"
+    assert effective["plugins"]["backbones"]["rabbitmq"]["tls"]["verify"] is True
+    assert effective["plugins"]["backbones"]["rabbitmq"]["reconnect"] == {"min_delay": 0.5, "max_delay": 30}
     # Secrets masked, other values shown.
     rabbitmq = effective["plugins"]["backbones"]["rabbitmq"]
     assert rabbitmq["password"] == "********" and rabbitmq["username"] == "guest"

@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use serde::Deserialize;
+use serde::Serializer;
 use serde::de::{self, DeserializeOwned, Deserializer};
 use serde_json::Value;
 use thiserror::Error;
@@ -90,6 +91,24 @@ pub struct BusConfig {
     pub shutdown_timeout: Duration,
 }
 
+/// A duration as seconds: a whole number when it is one.
+fn seconds(duration: Duration) -> Value {
+    if duration.subsec_nanos() == 0 {
+        Value::from(duration.as_secs())
+    } else {
+        Value::from(duration.as_secs_f64())
+    }
+}
+
+/// Writes a duration as seconds (a whole number when it is one), as config files give them; for
+/// the effective configuration that `threatbus check` prints.
+pub fn serialize_seconds<S: Serializer>(
+    duration: &Duration,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serde::Serialize::serialize(&seconds(*duration), serializer)
+}
+
 impl BusConfig {
     /// The section as it is in effect (every key, defaults included), for `threatbus check`.
     pub fn to_json(&self) -> Value {
@@ -99,8 +118,8 @@ impl BusConfig {
                 WhenFull::DropNewest => "drop_newest",
                 WhenFull::Block => "block",
             },
-            "snapshot_expiry": self.snapshot_expiry.as_secs_f64(),
-            "shutdown_timeout": self.shutdown_timeout.as_secs_f64(),
+            "snapshot_expiry": seconds(self.snapshot_expiry),
+            "shutdown_timeout": seconds(self.shutdown_timeout),
         })
     }
 }

@@ -41,6 +41,12 @@ pub trait App: Send + 'static {
     /// The plugin name as in `plugins.apps`.
     fn name(&self) -> &'static str;
 
+    /// The app's section as it is in effect (defaults filled in), for `threatbus check`;
+    /// `None` shows the section as written.
+    fn effective_config(&self) -> Option<serde_json::Value> {
+        None
+    }
+
     /// Binds, serves and returns after `shutdown.stop` (or with an error if it cannot run).
     fn run(
         self: Box<Self>,
@@ -55,6 +61,12 @@ pub trait App: Send + 'static {
 pub trait Backbone: Send + 'static {
     /// The plugin name as in `plugins.backbones`.
     fn name(&self) -> &'static str;
+
+    /// The backbone's section as it is in effect (defaults filled in), for `threatbus check`;
+    /// `None` shows the section as written.
+    fn effective_config(&self) -> Option<serde_json::Value> {
+        None
+    }
 
     /// True for a backbone that only hands every message back to this same instance (the
     /// in-memory backbone). The core then routes published messages itself and never calls

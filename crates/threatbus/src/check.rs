@@ -2,7 +2,8 @@
 //! (file or embedded default, `.env`, `THREATBUS_` overrides, every plugin section built), binds
 //! nothing, and prints the effective configuration with secrets masked.
 //!
-//! Standard output carries only the configuration, as JSON (which is also YAML, so it can be
+//! Every section is shown as it is in effect, defaults included (each plugin serialises its own
+//! typed section). Standard output carries only the configuration, as JSON (which is also YAML, so it can be
 //! saved as a config file once the masked values are filled in); the verdict goes to standard
 //! error. Exit status 0: valid; 1: invalid, with every error listed.
 
@@ -12,7 +13,8 @@ use std::process::ExitCode;
 use serde_json::Value;
 
 use crate::config::{Config, Source};
-use crate::{registry, report_config_errors};
+use crate::registry::{self, Plugins};
+use crate::report_config_errors;
 
 /// What a masked secret reads as.
 pub const MASK: &str = "********";
@@ -25,7 +27,7 @@ pub fn run(path: Option<&Path>, env: impl IntoIterator<Item = (String, String)>)
             return ExitCode::FAILURE;
         }
     };
-    let mut effective = effective(&config);
+    let mut effective = effective(&config, &plugins);
     mask_secrets(&mut effective);
     match serde_json::to_string_pretty(&effective) {
         Ok(text) => println!("{text}"),
@@ -53,9 +55,9 @@ pub fn run(path: Option<&Path>, env: impl IntoIterator<Item = (String, String)>)
     ExitCode::SUCCESS
 }
 
-/// The document as read (file and environment), with the core's sections completed by their
-/// defaults. Plugin sections are shown as given: their defaults are in config.example.yaml.
-fn effective(config: &Config) -> Value {
+/// The document as read (file and environment), every section as it is in effect: the core's
+/// and each built plugin's with their defaults filled in.
+fn effective(config: &Config, plugins: &Plugins) -> Value {
     let mut document = match &config.document {
         Value::Object(map) => map.clone(),
         _ => Default::default(),
@@ -63,6 +65,23 @@ fn effective(config: &Config) -> Value {
     document.insert("logging".into(), config.logging.to_json());
     document.insert("bus".into(), config.bus.to_json());
     document.insert("metrics".into(), config.metrics.to_json());
+    let sections = plugins
+        .apps
+        .iter()
+        .map(|app| ("apps", app.name(), app.effective_config()))
+        .chain(std::iter::once((
+            "backbones",
+            plugins.backbone.name(),
+            plugins.backbone.effective_config(),
+        )));
+    for (kind, name, section) in sections {
+        if let (Some(section), Some(Value::Object(kinds))) = (
+            section,
+            document.get_mut("plugins").and_then(|p| p.get_mut(kind)),
+        ) {
+            kinds.insert(name.into(), section);
+        }
+    }
     Value::Object(document)
 }
 

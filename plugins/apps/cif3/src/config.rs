@@ -5,8 +5,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Deserialize;
 use serde::de::{self, Deserializer};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use threatbus_core::config::{ConfigError, lenient_string, parse_section};
 
@@ -17,7 +17,7 @@ pub const KEY: &str = "plugins.apps.cif3";
 pub const CONFIDENCE_FOR_ZERO: f64 = 5.0;
 
 /// Settings of `plugins.apps.cif3`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Cif3Config {
     /// The CIFv3 REST API.
@@ -43,7 +43,7 @@ pub struct Cif3Config {
 }
 
 /// `api`: where CIF is and how to authenticate.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiConfig {
     /// Base URL of the CIF REST API, e.g. `https://cif.example.org` or
@@ -62,14 +62,20 @@ pub struct ApiConfig {
 }
 
 /// `retry`: capped exponential backoff with up to 20 % random jitter.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetryConfig {
     /// Seconds to wait after the first failure; doubles after each further one. Default 0.5.
-    #[serde(deserialize_with = "delay")]
+    #[serde(
+        serialize_with = "threatbus_core::config::serialize_seconds",
+        deserialize_with = "delay"
+    )]
     pub min_delay: Duration,
     /// Upper bound of the wait, in seconds. Default 30.
-    #[serde(deserialize_with = "delay")]
+    #[serde(
+        serialize_with = "threatbus_core::config::serialize_seconds",
+        deserialize_with = "delay"
+    )]
     pub max_delay: Duration,
 }
 

@@ -44,6 +44,10 @@ impl App for Cif3App {
         "cif3"
     }
 
+    fn effective_config(&self) -> Option<serde_json::Value> {
+        serde_json::to_value(&self.config).ok()
+    }
+
     fn run(
         self: Box<Self>,
         bus: BusHandle,

@@ -22,7 +22,7 @@ pub mod snapshot;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use threatbus_core::config::{ConfigError, lenient_string, parse_section, port};
 use threatbus_core::{App, BoxFuture, BusHandle, PluginError, Shutdown};
@@ -37,7 +37,7 @@ use crate::retry::Retry;
 pub const KEY: &str = "plugins.apps.misp";
 
 /// Settings of `plugins.apps.misp` (upstream's keys).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct MispConfig {
     /// MISP's REST API, for sightings back and snapshots.
@@ -50,12 +50,12 @@ pub struct MispConfig {
     #[serde(default)]
     pub zmq: Option<FeedConfig>,
     /// MISP's Kafka feed: not supported yet.
-    #[serde(default)]
+    #[serde(default, skip_serializing)]
     pub kafka: Option<Value>,
 }
 
 /// `api`: MISP's REST API.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiConfig {
     /// Base URL, e.g. `https://misp.example.org`.
@@ -80,7 +80,7 @@ fn default_page_size() -> u32 {
 }
 
 /// `zmq`: where MISP's ZeroMQ plugin publishes.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FeedConfig {
     #[serde(deserialize_with = "lenient_string")]
@@ -196,6 +196,10 @@ impl MispApp {
 impl App for MispApp {
     fn name(&self) -> &'static str {
         "misp"
+    }
+
+    fn effective_config(&self) -> Option<serde_json::Value> {
+        serde_json::to_value(&self.config).ok()
     }
 
     fn run(

@@ -17,8 +17,8 @@ pub mod transport;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Deserialize;
 use serde::de::{self, Deserializer};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use threatbus_core::config::{ConfigError, lenient_string, parse_section, port};
 use threatbus_core::{App, BoxFuture, BusHandle, PluginError, Shutdown};
@@ -27,7 +27,7 @@ use threatbus_core::{App, BoxFuture, BusHandle, PluginError, Shutdown};
 pub const KEY: &str = "plugins.apps.zeek";
 
 /// Settings of `plugins.apps.zeek`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ZeekConfig {
     /// Address to listen on for Zeek's Broker connections. Default `localhost`.
@@ -56,16 +56,24 @@ pub struct ZeekConfig {
     pub max_frame_size: usize,
     /// Seconds between pings to each Zeek peer; a peer silent for two intervals is
     /// disconnected (Broker itself has no keep-alive). Default 30.
-    #[serde(default = "default_ping", deserialize_with = "seconds")]
+    #[serde(
+        serialize_with = "threatbus_core::config::serialize_seconds",
+        default = "default_ping",
+        deserialize_with = "seconds"
+    )]
     pub ping_interval: Duration,
     /// Seconds a new connection may take for TLS and the Broker handshake. Default 10.
-    #[serde(default = "default_handshake", deserialize_with = "seconds")]
+    #[serde(
+        serialize_with = "threatbus_core::config::serialize_seconds",
+        default = "default_handshake",
+        deserialize_with = "seconds"
+    )]
     pub handshake_timeout: Duration,
 }
 
 /// Certificate, key and CA for certificate-based TLS. Zeek's authenticated mode verifies both
 /// sides: the bus asks for Zeek's certificate and checks it against `ca_file`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsFiles {
     /// PEM certificate (chain) of the bus.
@@ -167,6 +175,10 @@ impl ZeekApp {
 impl App for ZeekApp {
     fn name(&self) -> &'static str {
         "zeek"
+    }
+
+    fn effective_config(&self) -> Option<serde_json::Value> {
+        serde_json::to_value(&self.config).ok()
     }
 
     fn run(

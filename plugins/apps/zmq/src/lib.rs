@@ -15,13 +15,13 @@ mod publisher;
 pub mod receiver;
 mod server;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use threatbus_core::config::{ConfigError, lenient_string, parse_section, port};
 use threatbus_core::{App, BoxFuture, BusHandle, PluginError, Shutdown};
 
 /// Settings of `plugins.apps.zmq`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ZmqConfig {
     /// Address all three sockets bind to, e.g. `127.0.0.1`, `0.0.0.0` or `::1`.
@@ -180,6 +180,10 @@ impl ZmqApp {
 impl App for ZmqApp {
     fn name(&self) -> &'static str {
         "zmq"
+    }
+
+    fn effective_config(&self) -> Option<serde_json::Value> {
+        serde_json::to_value(&self.config).ok()
     }
 
     fn run(

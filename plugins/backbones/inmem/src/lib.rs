@@ -33,6 +33,10 @@ impl Backbone for InMemory {
         "inmem"
     }
 
+    fn effective_config(&self) -> Option<serde_json::Value> {
+        Some(serde_json::Value::Object(Default::default()))
+    }
+
     fn loops_back(&self) -> bool {
         true
     }

@@ -6,8 +6,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Deserialize;
 use serde::de::{self, Deserializer};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use threatbus_core::config::{ConfigError, lenient_string, parse_section, port};
 
@@ -15,7 +15,7 @@ use threatbus_core::config::{ConfigError, lenient_string, parse_section, port};
 pub const KEY: &str = "plugins.backbones.rabbitmq";
 
 /// Settings of `plugins.backbones.rabbitmq`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RabbitMqConfig {
     /// Host name or IP address of the RabbitMQ server. Required.
@@ -55,6 +55,7 @@ pub struct RabbitMqConfig {
     pub heartbeat: u16,
     /// Seconds a connection attempt (TCP, TLS and AMQP handshake) may take. Default 10.
     #[serde(
+        serialize_with = "threatbus_core::config::serialize_seconds",
         default = "default_connect_timeout",
         deserialize_with = "positive_seconds"
     )]
@@ -97,6 +98,7 @@ pub struct RabbitMqConfig {
     /// connection counts as hung: it is closed and the messages are sent again on a new one.
     /// Not while the server blocks publishing (resource alarm). Default 30.
     #[serde(
+        serialize_with = "threatbus_core::config::serialize_seconds",
         default = "default_confirm_timeout",
         deserialize_with = "positive_seconds"
     )]
@@ -104,6 +106,7 @@ pub struct RabbitMqConfig {
     /// Seconds that shutdown may spend publishing what is buffered and waiting for the
     /// server's confirms before the connection is closed. Default 5.
     #[serde(
+        serialize_with = "threatbus_core::config::serialize_seconds",
         default = "default_flush_timeout",
         deserialize_with = "positive_seconds"
     )]
@@ -117,7 +120,7 @@ pub struct RabbitMqConfig {
 }
 
 /// `queue`: this instance's queue, bound to the exchange.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct QueueConfig {
     /// Last part of the queue name `threatbus<name_join_symbol><name_suffix>`. Every instance
@@ -159,7 +162,7 @@ impl Default for QueueConfig {
 }
 
 /// `tls`: connect with `amqps`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TlsConfig {
     /// Use TLS. Default `false`.
@@ -177,17 +180,35 @@ pub struct TlsConfig {
     pub key_file: Option<PathBuf>,
 }
 
+impl Default for TlsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            ca_file: None,
+            verify: true,
+            cert_file: None,
+            key_file: None,
+        }
+    }
+}
+
 /// `reconnect`: capped exponential backoff between connection attempts (initial connect
 /// included), with up to 20 % random jitter so that many instances do not reconnect in step.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ReconnectConfig {
     /// Seconds to wait after the first failed attempt; doubles after each further failure.
     /// Default 0.5.
-    #[serde(deserialize_with = "positive_fractional_seconds")]
+    #[serde(
+        serialize_with = "threatbus_core::config::serialize_seconds",
+        deserialize_with = "positive_fractional_seconds"
+    )]
     pub min_delay: Duration,
     /// Upper bound of the wait, in seconds. Default 30.
-    #[serde(deserialize_with = "positive_fractional_seconds")]
+    #[serde(
+        serialize_with = "threatbus_core::config::serialize_seconds",
+        deserialize_with = "positive_fractional_seconds"
+    )]
     pub max_delay: Duration,
 }
 
@@ -201,7 +222,7 @@ impl Default for ReconnectConfig {
 }
 
 /// What happens to a message from RabbitMQ that is not a bus message.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OnUndecodable {
     /// Acknowledge (drop) it after logging.

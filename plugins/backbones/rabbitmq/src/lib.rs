@@ -154,6 +154,10 @@ impl Backbone for RabbitMq {
         "rabbitmq"
     }
 
+    fn effective_config(&self) -> Option<serde_json::Value> {
+        serde_json::to_value(&self.config).ok()
+    }
+
     fn run(self: Box<Self>, io: BackboneIo) -> BoxFuture<Result<(), PluginError>> {
         Box::pin(self.run_halves(io))
     }
