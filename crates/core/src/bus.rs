@@ -14,7 +14,7 @@ use crate::metrics::{self, Counter, Gauge, Registry};
 use crate::plugin::{App, Backbone, BackboneIo, Inbound, PluginError, Shutdown};
 use crate::queue::{SubscriberId, SubscriberOptions, SubscriberReceiver};
 use crate::router::{Command, Router};
-use crate::stats::Stats;
+use crate::stats::Totals;
 use crate::{BusError, Message};
 
 /// What apps use to talk to the core. Cheap to clone. The `blocking_*` variants are for
@@ -27,7 +27,6 @@ use crate::{BusError, Message};
 pub struct BusHandle {
     pub(crate) router: mpsc::Sender<Command>,
     outbound: Outbound,
-    stats: Arc<Stats>,
     metrics: Arc<Registry>,
     app: Arc<AppMeters>,
 }
@@ -119,14 +118,11 @@ impl BusHandle {
     }
 
     fn count_published(&self, message: &Message) {
-        let index = message.body().topic_index();
-        Stats::bump(&self.stats.published[index]);
-        self.app.received[index].inc();
+        self.app.received[message.body().topic_index()].inc();
     }
 
     /// Records that the app dropped bad input (or input its tool refused).
     pub fn record_rejected_input(&self) {
-        Stats::bump(&self.stats.rejected_input);
         self.app.rejected.inc();
     }
 
@@ -240,11 +236,6 @@ impl BusHandle {
         self.blocking_request(|reply| Command::RemoveSubscriber { id, reply })?
     }
 
-    /// The bus-wide counters.
-    pub fn stats(&self) -> &Arc<Stats> {
-        &self.stats
-    }
-
     async fn request<T>(
         &self,
         make: impl FnOnce(oneshot::Sender<T>) -> Command,
@@ -292,7 +283,6 @@ pub struct Bus {
     apps: Vec<Box<dyn App>>,
     /// Run like apps, but not counted as apps (e.g. the metrics listener).
     services: Vec<Box<dyn App>>,
-    stats: Arc<Stats>,
     metrics: Arc<Registry>,
 }
 
@@ -309,7 +299,6 @@ impl Bus {
             backbone,
             apps,
             services: Vec::new(),
-            stats: Arc::default(),
             metrics: Arc::default(),
         }
     }
@@ -318,11 +307,6 @@ impl Bus {
     /// traffic counts as an app's (the metrics listener is one).
     pub fn add_service(&mut self, service: Box<dyn App>) {
         self.services.push(service);
-    }
-
-    /// The bus-wide counters.
-    pub fn stats(&self) -> Arc<Stats> {
-        self.stats.clone()
     }
 
     /// The metrics registry (shared with every plugin).
@@ -386,14 +370,12 @@ impl Bus {
         let handle = BusHandle {
             router: router_tx,
             outbound: outbound.clone(),
-            stats: self.stats.clone(),
             metrics: metrics.clone(),
             app: Arc::new(AppMeters::unregistered("core")),
         };
         let stop_router = CancellationToken::new();
         let router = Router::new(
             self.config.clone(),
-            self.stats.clone(),
             metrics.clone(),
             backbone_name,
             outbound,
@@ -458,7 +440,7 @@ impl Bus {
         }
         stop_router.cancel();
         let _ = router_task.await;
-        tracing::info!("{}", self.stats.summary());
+        tracing::info!("{}", Totals::read(&metrics).summary());
         match failure {
             Some(err) => Err(err),
             None => Ok(()),

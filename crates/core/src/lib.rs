@@ -26,5 +26,5 @@ pub use message::{Body, DecodeError, Message, MessageType, SnapshotEnvelope, Sna
 pub use metrics::Registry;
 pub use plugin::{App, Backbone, BackboneIo, BoxFuture, PluginError, Shutdown};
 pub use queue::{SubscriberId, SubscriberOptions, SubscriberReceiver};
-pub use stats::Stats;
+pub use stats::Totals;
 pub use threatbus_stix as stix;

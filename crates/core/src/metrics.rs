@@ -359,6 +359,28 @@ impl Registry {
         }
     }
 
+    /// The sum of the counters of `metric` whose label `label` is `value` (every series with
+    /// `None`, or when the metric has no such label).
+    pub fn sum(&self, metric: &'static Metric, label: &str, value: Option<&str>) -> u64 {
+        let position = metric.labels.iter().position(|name| *name == label);
+        self.families()
+            .get(metric.name)
+            .map(|series| {
+                series
+                    .iter()
+                    .filter(|(values, _)| match (position, value) {
+                        (Some(i), Some(want)) => values[i] == want,
+                        _ => true,
+                    })
+                    .map(|(_, series)| match series {
+                        Series::Counter(counter) => counter.get(),
+                        _ => 0,
+                    })
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+
     /// The components whose [`READY`] gauge is not 1, or none when all are ready.
     pub fn not_ready(&self) -> Vec<String> {
         self.families()

@@ -24,7 +24,6 @@ use crate::config::BusConfig;
 use crate::message::{Body, Message, MessageType, SnapshotRequest};
 use crate::metrics::{self, Counter, Gauge, Registry};
 use crate::queue::{Offer, SubscriberId, SubscriberOptions, SubscriberQueue, SubscriberReceiver};
-use crate::stats::Stats;
 use crate::{BusError, topic};
 
 /// Requests to the router.
@@ -157,7 +156,6 @@ pub fn snapshot_types(topic: &str) -> &'static [MessageType] {
 
 pub(crate) struct Router {
     config: BusConfig,
-    stats: Arc<Stats>,
     meters: RouterMeters,
     next_id: u64,
     subscribers: HashMap<SubscriberId, Subscriber>,
@@ -175,14 +173,12 @@ pub(crate) struct Router {
 impl Router {
     pub(crate) fn new(
         config: BusConfig,
-        stats: Arc<Stats>,
         registry: Arc<Registry>,
         backbone: &str,
         outbound: Outbound,
     ) -> Self {
         Self {
             config,
-            stats,
             meters: RouterMeters::new(registry, backbone),
             next_id: 1,
             subscribers: HashMap::new(),
@@ -339,11 +335,9 @@ impl Router {
                 snapshot_id: snapshot_id.clone(),
                 snapshot: duration,
             }));
-            Stats::bump(&self.stats.snapshot_requests);
             if let Some(counter) = self.meters.snapshot_requests.get(&snapshot_type) {
                 counter.inc();
             }
-            Stats::bump(&self.stats.published[request.body().topic_index()]);
             tracing::info!(subscriber = %id, %snapshot_id, ?snapshot_type, seconds = duration.as_secs(), "requesting snapshot");
             // Not awaited here: the backbone may be waiting for this very router to take a
             // message, and awaiting would deadlock the two.
@@ -395,7 +389,6 @@ impl Router {
     }
 
     async fn route(&mut self, message: &Message) {
-        Stats::bump(&self.stats.routed[message.body().topic_index()]);
         self.meters.received[message.body().topic_index()].inc();
         let mut targets = std::mem::take(&mut self.targets);
         targets.clear();
@@ -415,7 +408,6 @@ impl Router {
                     requester_delivery = Some((pending.requester, envelope.body.clone()));
                 }
                 _ => {
-                    Stats::bump(&self.stats.snapshot_unknown);
                     self.meters.snapshot_unknown.inc();
                     tracing::debug!(snapshot_id = %envelope.snapshot_id, "envelope for a snapshot id this instance did not request (or that expired)");
                 }
@@ -428,7 +420,6 @@ impl Router {
         if let Some((requester, body)) = requester_delivery
             && self.offer(requester, &body).await
         {
-            Stats::bump(&self.stats.snapshot_answers);
             self.meters.snapshot_answers.inc();
         }
         self.targets = targets;
@@ -437,7 +428,6 @@ impl Router {
     /// Offers `message` to one subscriber; true if it was queued.
     async fn offer(&mut self, id: SubscriberId, message: &Message) -> bool {
         let Some(subscriber) = self.subscribers.get_mut(&id) else {
-            Stats::bump(&self.stats.dropped_subscriber_gone);
             self.meters.dropped_gone.inc();
             return false;
         };
@@ -447,17 +437,14 @@ impl Router {
             .await
         {
             Offer::Delivered => {
-                Stats::bump(&self.stats.delivered);
                 subscriber.meters.sent[message.body().topic_index()].inc();
                 true
             }
             Offer::DroppedFull => {
-                Stats::bump(&self.stats.dropped_queue_full);
                 subscriber.meters.dropped_full.inc();
                 false
             }
             Offer::Gone => {
-                Stats::bump(&self.stats.dropped_subscriber_gone);
                 subscriber.meters.dropped_gone.inc();
                 self.remove(id);
                 false

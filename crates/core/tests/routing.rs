@@ -1,14 +1,13 @@
 //! The core's routing, snapshot and queue behaviour, driven through the public API with an
 //! identity backbone (what the in-memory backbone does).
 
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use jiff::SignedDuration;
 use serde_json::{Value, json};
 use threatbus_core::{
     App, Backbone, BackboneIo, Body, BoxFuture, Bus, BusConfig, BusHandle, Message, PluginError,
-    Shutdown, Stats, SubscriberOptions, SubscriberReceiver, WhenFull,
+    Shutdown, SubscriberOptions, SubscriberReceiver, Totals, WhenFull,
 };
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
@@ -260,10 +259,10 @@ async fn snapshot_request_reaches_listeners_but_not_the_requester_and_answers_on
     r.bus.publish(stray).await.unwrap();
     assert_nothing_more(&r.bus, &mut requester).await;
     assert_nothing_more(&r.bus, &mut answering).await;
-    let stats = r.bus.stats();
-    assert_eq!(stats.snapshot_answers.load(Ordering::Relaxed), 1);
-    assert_eq!(stats.snapshot_unknown.load(Ordering::Relaxed), 1);
-    assert_eq!(stats.snapshot_requests.load(Ordering::Relaxed), 1);
+    let totals = Totals::read(r.bus.metrics());
+    assert_eq!(totals.snapshot_answers, 1);
+    assert_eq!(totals.snapshot_unknown, 1);
+    assert_eq!(totals.snapshot_requests, 1);
     r.shutdown.cancel();
     r.task.await.unwrap().unwrap();
 }
@@ -362,7 +361,7 @@ async fn snapshot_ids_expire_and_die_with_their_subscriber() {
         .await
         .unwrap();
     assert_nothing_more(&r.bus, &mut requester).await;
-    assert_eq!(r.bus.stats().snapshot_unknown.load(Ordering::Relaxed), 1);
+    assert_eq!(Totals::read(r.bus.metrics()).snapshot_unknown, 1);
     r.shutdown.cancel();
     r.task.await.unwrap().unwrap();
 }
@@ -382,7 +381,7 @@ async fn full_queue_drops_for_that_subscriber_only_and_counts() {
         assert_eq!(json_of(&got)["x_seq"], n);
     }
     assert_eq!(stalled.len(), 4);
-    assert_eq!(Stats::get(&r.bus.stats().dropped_queue_full), 46);
+    assert_eq!(Totals::read(r.bus.metrics()).dropped_queue_full, 46);
     // The same in the metrics, under the app's name, and the queue depth read on demand.
     r.bus.refresh_gauges().await.unwrap();
     let text = r.bus.metrics().render();
@@ -436,7 +435,7 @@ async fn block_policy_loses_nothing() {
         assert_eq!(json_of(&recv(&mut slow).await)["x_seq"], n);
     }
     publisher.await.unwrap();
-    assert_eq!(Stats::get(&r.bus.stats().dropped_queue_full), 0);
+    assert_eq!(Totals::read(r.bus.metrics()).dropped_queue_full, 0);
     r.shutdown.cancel();
     r.task.await.unwrap().unwrap();
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde::de::{self, Deserializer};
 use serde_json::{Value, json};
-use threatbus_core::Stats;
+use threatbus_core::{Registry, Totals};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::layer::SubscriberExt;
@@ -176,18 +176,18 @@ pub fn init(config: &LoggingConfig) -> anyhow::Result<()> {
 }
 
 /// Writes an INFO line every `interval` with the traffic since the last one, until `stop`.
-pub async fn summarize(stats: Arc<Stats>, interval: Duration, stop: CancellationToken) {
+pub async fn summarize(metrics: Arc<Registry>, interval: Duration, stop: CancellationToken) {
     if interval.is_zero() {
         return;
     }
-    let mut last = Totals::read(&stats);
+    let mut last = Totals::read(&metrics);
     let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = ticks.tick() => {}
         }
-        let now = Totals::read(&stats);
+        let now = Totals::read(&metrics);
         let d = now.since(&last);
         tracing::info!(
             indicators_in = d.published[0],
@@ -195,43 +195,12 @@ pub async fn summarize(stats: Arc<Stats>, interval: Duration, stop: Cancellation
             snapshot_requests_in = d.published[2],
             snapshot_envelopes_in = d.published[3],
             delivered = d.delivered,
-            dropped = d.dropped,
-            rejected = d.rejected,
+            dropped = d.dropped_queue_full + d.dropped_subscriber_gone,
+            rejected = d.rejected_input,
             "traffic in the last {} s",
             interval.as_secs(),
         );
         last = now;
-    }
-}
-
-/// A reading of the bus totals.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-struct Totals {
-    published: [u64; 4],
-    delivered: u64,
-    dropped: u64,
-    rejected: u64,
-}
-
-impl Totals {
-    fn read(stats: &Stats) -> Self {
-        Self {
-            published: stats.published.each_ref().map(Stats::get),
-            delivered: Stats::get(&stats.delivered),
-            dropped: Stats::get(&stats.dropped_queue_full)
-                + Stats::get(&stats.dropped_subscriber_gone),
-            rejected: Stats::get(&stats.rejected_input),
-        }
-    }
-
-    fn since(&self, before: &Self) -> Self {
-        let diff = |a: u64, b: u64| a.saturating_sub(b);
-        Self {
-            published: std::array::from_fn(|i| diff(self.published[i], before.published[i])),
-            delivered: diff(self.delivered, before.delivered),
-            dropped: diff(self.dropped, before.dropped),
-            rejected: diff(self.rejected, before.rejected),
-        }
     }
 }
 
@@ -281,18 +250,5 @@ mod tests {
             LoggingConfig::default().to_json(),
             json!({"console": true, "console_verbosity": "INFO", "file": false, "file_verbosity": "INFO", "filename": "threatbus.log", "format": "text", "summary_interval": 60})
         );
-    }
-
-    #[test]
-    fn totals_subtract() {
-        let stats = Stats::default();
-        let before = Totals::read(&stats);
-        stats.published[1].fetch_add(3, std::sync::atomic::Ordering::Relaxed);
-        stats
-            .dropped_queue_full
-            .fetch_add(2, std::sync::atomic::Ordering::Relaxed);
-        let d = Totals::read(&stats).since(&before);
-        assert_eq!(d.published, [0, 3, 0, 0]);
-        assert_eq!(d.dropped, 2);
     }
 }

@@ -138,7 +138,7 @@ fn run(config: config::Config, plugins: registry::Plugins) -> anyhow::Result<()>
         }
         let stop_summary = CancellationToken::new();
         let summary = tokio::spawn(logging::summarize(
-            bus.stats(),
+            bus.metrics(),
             config.logging.summary_interval,
             stop_summary.clone(),
         ));
