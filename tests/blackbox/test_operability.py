@@ -348,7 +348,18 @@ def test_ready_follows_the_rabbitmq_connection(bus_factory, vhost):  # noqa: F81
     sub_client = bus.subscriber("stix2/indicator")
     publisher = bus.publisher()
     bus.sync(publisher, sub_client)
-    assert scrape(port)["threatbus_rabbitmq_confirm_latency_seconds_count"] >= 1
+    metrics = scrape(port)
+    assert metrics["threatbus_rabbitmq_confirm_latency_seconds_count"] >= 1
+    # What went through RabbitMQ comes back: once every sync probe is confirmed and received,
+    # the two counts agree.
+    assert metrics["threatbus_rabbitmq_confirmed_messages_total"] >= 1
+
+    def balanced():
+        m = scrape(port)
+        return m["threatbus_rabbitmq_received_messages_total"] == m["threatbus_rabbitmq_confirmed_messages_total"]
+    wait_until(balanced, what="as many messages received from RabbitMQ as confirmed")
+    assert metrics["threatbus_rabbitmq_undecodable_messages_total"] == 0
+    assert metrics['threatbus_dropped_messages_total{plugin="rabbitmq",reason="publish_buffer_full"}'] == 0
 
     rabbitmqctl("stop_app")
     try:

@@ -160,6 +160,36 @@ pub const RABBITMQ_CONFIRM_LATENCY: Metric = Metric {
         0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
     ],
 };
+/// Messages RabbitMQ confirmed.
+pub const RABBITMQ_CONFIRMED: Metric = counter(
+    "threatbus_rabbitmq_confirmed_messages_total",
+    "Bus messages RabbitMQ confirmed (each once, however often it was sent).",
+    &[],
+);
+/// Messages sent again after a reconnect.
+pub const RABBITMQ_RESENT: Metric = counter(
+    "threatbus_rabbitmq_resent_messages_total",
+    "Bus messages sent again after a reconnect because their confirm had not arrived.",
+    &[],
+);
+/// Messages received from RabbitMQ.
+pub const RABBITMQ_RECEIVED: Metric = counter(
+    "threatbus_rabbitmq_received_messages_total",
+    "Bus messages received from RabbitMQ and handed to the router.",
+    &[],
+);
+/// Repeats skipped.
+pub const RABBITMQ_REPEATS: Metric = counter(
+    "threatbus_rabbitmq_repeats_skipped_total",
+    "Bus messages received a second time (resent or redelivered) and not handed on again.",
+    &[],
+);
+/// Undecodable messages from RabbitMQ.
+pub const RABBITMQ_UNDECODABLE: Metric = counter(
+    "threatbus_rabbitmq_undecodable_messages_total",
+    "Messages on the bus's queue that were not bus messages (see on_undecodable).",
+    &[],
+);
 /// Zeek peers.
 pub const ZEEK_PEERS: Metric = gauge(
     "threatbus_zeek_peers",
@@ -191,6 +221,11 @@ pub const ALL: &[&Metric] = &[
     &RABBITMQ_CONNECTED,
     &RABBITMQ_CONNECTS,
     &RABBITMQ_CONFIRM_LATENCY,
+    &RABBITMQ_CONFIRMED,
+    &RABBITMQ_RESENT,
+    &RABBITMQ_RECEIVED,
+    &RABBITMQ_REPEATS,
+    &RABBITMQ_UNDECODABLE,
     &ZEEK_PEERS,
 ];
 
@@ -339,6 +374,17 @@ impl Registry {
             all.push(kind);
             self.counter(metric, &all)
         })
+    }
+
+    /// Makes `counter` (created before the registry was at hand) the series of `metric` with
+    /// these labels, so that the scrape reads it.
+    pub fn adopt_counter(&self, metric: &'static Metric, labels: &[&str], counter: &Counter) {
+        debug_assert_eq!(metric.kind, MetricType::Counter, "{}", metric.name);
+        let key: Vec<String> = labels.iter().map(|l| (*l).to_owned()).collect();
+        self.families()
+            .entry(metric.name)
+            .or_default()
+            .insert(key, Series::Counter(counter.clone()));
     }
 
     /// A gauge of `metric` (which must be a gauge).
@@ -559,6 +605,21 @@ mod tests {
         for metric in ALL {
             assert!(text.contains(&format!("# TYPE {} ", metric.name)));
         }
+    }
+
+    #[test]
+    fn adopted_counters_are_read_at_render() {
+        let registry = Registry::default();
+        let early = Counter::default();
+        early.add(2);
+        registry.adopt_counter(&RABBITMQ_CONFIRMED, &[], &early);
+        early.inc();
+        assert!(
+            registry
+                .render()
+                .contains("threatbus_rabbitmq_confirmed_messages_total 3\n")
+        );
+        assert_eq!(registry.sum(&RABBITMQ_CONFIRMED, "", None), 3);
     }
 
     #[test]

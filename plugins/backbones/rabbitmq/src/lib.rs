@@ -83,7 +83,7 @@ impl RabbitMq {
             metrics,
             ready,
         } = io;
-        let meters = Meters::new(&metrics, ready);
+        let meters = Meters::new(&metrics, ready, &self.stats);
         let config = &self.config;
         let topology = Topology::new(config);
         tracing::info!(

@@ -212,7 +212,6 @@ impl Outbox {
             return;
         }
         RabbitMqStats::bump(&stats.dropped_buffer_full);
-        self.meters.dropped_buffer_full.inc();
         if let Some(suppressed) = self.drops.allow() {
             tracing::warn!(
                 topic = message.topic(),

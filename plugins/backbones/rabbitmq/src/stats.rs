@@ -1,7 +1,8 @@
-//! Counters of the RabbitMQ backbone, summarised in the log at shutdown.
+//! Counters of the RabbitMQ backbone: summarised in the log at shutdown and, once the backbone
+//! runs, served as metrics (the same counters, adopted by the registry).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use threatbus_core::metrics::{self, Counter, Gauge, Histogram, Registry};
 
@@ -9,34 +10,34 @@ use threatbus_core::metrics::{self, Counter, Gauge, Histogram, Registry};
 #[derive(Debug, Default)]
 pub struct RabbitMqStats {
     /// Messages the server confirmed (each counted once, however often it was sent).
-    pub confirmed: AtomicU64,
+    pub confirmed: Counter,
     /// Messages sent again after a reconnect because their confirm had not arrived.
-    pub resent: AtomicU64,
+    pub resent: Counter,
     /// Messages dropped because the publish buffer was full while RabbitMQ was unreachable.
-    pub dropped_buffer_full: AtomicU64,
+    pub dropped_buffer_full: Counter,
     /// Messages still unconfirmed when the backbone stopped (lost unless the server got them).
-    pub unconfirmed_at_stop: AtomicU64,
+    pub unconfirmed_at_stop: Counter,
     /// Messages received from RabbitMQ and handed to the router.
-    pub received: AtomicU64,
+    pub received: Counter,
     /// Messages received a second time (resent or redelivered) and not handed on again.
-    pub repeats: AtomicU64,
+    pub repeats: Counter,
     /// Messages from RabbitMQ that were not bus messages.
-    pub undecodable: AtomicU64,
+    pub undecodable: Counter,
     /// Connections (publisher and consumer) opened after the first.
-    pub reconnects: AtomicU64,
+    pub reconnects: Counter,
 }
 
 impl RabbitMqStats {
-    pub fn bump(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
+    pub fn bump(counter: &Counter) {
+        counter.inc();
     }
 
-    pub fn add(counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, Ordering::Relaxed);
+    pub fn add(counter: &Counter, n: u64) {
+        counter.add(n);
     }
 
-    pub fn get(counter: &AtomicU64) -> u64 {
-        counter.load(Ordering::Relaxed)
+    pub fn get(counter: &Counter) -> u64 {
+        counter.get()
     }
 
     /// One line for the log.
@@ -63,21 +64,33 @@ pub struct Meters {
     ready: Gauge,
     connects: Counter,
     pub(crate) confirm_latency: Histogram,
-    pub(crate) dropped_buffer_full: Counter,
     /// How many of the two halves (publisher, consumer) are connected.
     halves_up: Arc<AtomicU8>,
 }
 
 impl Meters {
-    /// Takes the handles from `registry`; `ready` is the backbone's readiness gauge.
-    pub fn new(registry: &Registry, ready: Gauge) -> Self {
+    /// Takes the handles from `registry` and gives it the counters of `stats`; `ready` is the
+    /// backbone's readiness gauge.
+    pub fn new(registry: &Registry, ready: Gauge, stats: &RabbitMqStats) -> Self {
+        for (metric, labels, counter) in [
+            (&metrics::RABBITMQ_CONFIRMED, &[][..], &stats.confirmed),
+            (&metrics::RABBITMQ_RESENT, &[], &stats.resent),
+            (&metrics::RABBITMQ_RECEIVED, &[], &stats.received),
+            (&metrics::RABBITMQ_REPEATS, &[], &stats.repeats),
+            (&metrics::RABBITMQ_UNDECODABLE, &[], &stats.undecodable),
+            (
+                &metrics::DROPPED,
+                &["rabbitmq", "publish_buffer_full"],
+                &stats.dropped_buffer_full,
+            ),
+        ] {
+            registry.adopt_counter(metric, labels, counter);
+        }
         let meters = Self {
             connected: registry.gauge(&metrics::RABBITMQ_CONNECTED, &[]),
             ready,
             connects: registry.counter(&metrics::RABBITMQ_CONNECTS, &[]),
             confirm_latency: registry.histogram(&metrics::RABBITMQ_CONFIRM_LATENCY, &[]),
-            dropped_buffer_full: registry
-                .counter(&metrics::DROPPED, &["rabbitmq", "publish_buffer_full"]),
             halves_up: Arc::default(),
         };
         meters.publish_state(0);
