@@ -5,12 +5,16 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use threatbus_broker::EndpointId;
+use threatbus_broker::{EndpointId, OwnEndpointId};
 use threatbus_broker::frame::{Envelope, Handshake, split_frame};
 use threatbus_broker::handshake::{Handshaker, TcpRole};
 
 fuzz_target!(|bytes: &[u8]| {
-    let own = EndpointId([0x80; 16]);
+    let mut id = [0x80; 16];
+    id[6] = 0x40;
+    let Ok(own) = OwnEndpointId::new(EndpointId::from_bytes(id)) else {
+        return;
+    };
     let (mut acceptor, _) = Handshaker::start(own, vec![b"a".to_vec()], TcpRole::Acceptor);
     let (mut connector, _) = Handshaker::start(own, Vec::new(), TcpRole::Connector);
     let mut rest = bytes;

@@ -4,10 +4,9 @@
 //! (phases 1 and 2) a frame's first byte is a message tag; afterwards every frame is an
 //! [`Envelope`]: sender and receiver endpoint ids, a type, a TTL, a topic and a payload.
 
-use std::fmt;
-
 use crate::data::{Reader, encode_bytes, encode_varbyte};
 use crate::error::DecodeError;
+use crate::id::EndpointId;
 
 /// "ZEEK": the magic number of every handshake message.
 pub const MAGIC: u32 = 0x5A45_454B;
@@ -23,38 +22,6 @@ pub const DEFAULT_TTL: u16 = 16;
 
 /// The topic of ping, pong and routing-update envelopes.
 pub const INTERNAL_TOPIC: &str = "<$>";
-
-/// A 16-byte endpoint id. Ordering is byte-wise (`memcmp`), which decides the handshake roles.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub struct EndpointId(pub [u8; 16]);
-
-impl EndpointId {
-    /// The all-zero id: "no receiver" (broadcast) in envelopes; never an endpoint's own.
-    pub const NIL: Self = Self([0; 16]);
-
-    pub fn is_nil(&self) -> bool {
-        *self == Self::NIL
-    }
-}
-
-impl fmt::Display for EndpointId {
-    /// The UUID form, bytes in order.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (index, byte) in self.0.iter().enumerate() {
-            if matches!(index, 4 | 6 | 8 | 10) {
-                f.write_str("-")?;
-            }
-            write!(f, "{byte:02x}")?;
-        }
-        Ok(())
-    }
-}
-
-impl fmt::Debug for EndpointId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "EndpointId({self})")
-    }
-}
 
 /// Where the length prefix of the next frame says it ends.
 ///
@@ -130,6 +97,8 @@ mod tag {
 #[repr(u8)]
 pub enum DropCode {
     PeerIncompatible = 2,
+    /// Not sent by Broker itself (it ignores such a peer silently); the bus names the reason.
+    PeerInvalid = 3,
     InvalidMessage = 20,
     ShuttingDown = 28,
     WrongMagicNumber = 38,
@@ -172,7 +141,7 @@ impl Handshake {
             } => {
                 out.push(tag::HELLO);
                 out.extend_from_slice(&MAGIC.to_be_bytes());
-                out.extend_from_slice(&sender.0);
+                out.extend_from_slice(sender.as_bytes());
                 out.extend_from_slice(&[*min_version, *max_version]);
             }
             Self::Probe => {
@@ -182,7 +151,7 @@ impl Handshake {
             Self::VersionSelect { sender, version } => {
                 out.push(tag::VERSION_SELECT);
                 out.extend_from_slice(&MAGIC.to_be_bytes());
-                out.extend_from_slice(&sender.0);
+                out.extend_from_slice(sender.as_bytes());
                 out.push(*version);
             }
             Self::DropConn {
@@ -192,7 +161,7 @@ impl Handshake {
             } => {
                 out.push(tag::DROP_CONN);
                 out.extend_from_slice(&MAGIC.to_be_bytes());
-                out.extend_from_slice(&sender.0);
+                out.extend_from_slice(sender.as_bytes());
                 out.push(*code);
                 encode_bytes(description, &mut out);
             }
@@ -223,7 +192,7 @@ impl Handshake {
         let message = match tag {
             tag::HELLO => {
                 magic(&mut reader)?;
-                let sender = EndpointId(reader.array("an endpoint id")?);
+                let sender = EndpointId::from_bytes(reader.array("an endpoint id")?);
                 let min_version = reader.u8("a version")?;
                 let max_version = reader.u8("a version")?;
                 Self::Hello {
@@ -238,13 +207,13 @@ impl Handshake {
             }
             tag::VERSION_SELECT => {
                 magic(&mut reader)?;
-                let sender = EndpointId(reader.array("an endpoint id")?);
+                let sender = EndpointId::from_bytes(reader.array("an endpoint id")?);
                 let version = reader.u8("a version")?;
                 Self::VersionSelect { sender, version }
             }
             tag::DROP_CONN => {
                 magic(&mut reader)?;
-                let sender = EndpointId(reader.array("an endpoint id")?);
+                let sender = EndpointId::from_bytes(reader.array("an endpoint id")?);
                 let code = reader.u8("an error code")?;
                 let description = reader.bytes("a description")?.to_vec();
                 Self::DropConn {
@@ -338,8 +307,8 @@ impl Envelope {
     /// The frame payload (without the length prefix).
     pub fn to_payload(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(37 + self.topic.len() + self.payload.len());
-        out.extend_from_slice(&self.sender.0);
-        out.extend_from_slice(&self.receiver.0);
+        out.extend_from_slice(self.sender.as_bytes());
+        out.extend_from_slice(self.receiver.as_bytes());
         out.push(self.kind as u8);
         out.extend_from_slice(&self.ttl.to_be_bytes());
         let topic_length = u16::try_from(self.topic.len()).unwrap_or(u16::MAX);
@@ -352,8 +321,8 @@ impl Envelope {
     /// Reads an envelope from a frame payload; the payload runs to the end of the frame.
     pub fn decode(frame: &[u8]) -> Result<Self, DecodeError> {
         let mut reader = Reader::new(frame);
-        let sender = EndpointId(reader.array("an envelope's sender")?);
-        let receiver = EndpointId(reader.array("an envelope's receiver")?);
+        let sender = EndpointId::from_bytes(reader.array("an envelope's sender")?);
+        let receiver = EndpointId::from_bytes(reader.array("an envelope's receiver")?);
         let kind = match reader.u8("an envelope type")? {
             1 => EnvelopeType::Data,
             2 => EnvelopeType::Command,
@@ -392,7 +361,7 @@ mod tests {
         bytes[6] = 0x40;
         bytes[8] = 0x80;
         bytes[15] = last;
-        EndpointId(bytes)
+        EndpointId::from_bytes(bytes)
     }
 
     fn framed(message: &Handshake) -> Vec<u8> {
@@ -502,7 +471,7 @@ mod tests {
         assert_eq!(frame, expected);
         assert_eq!(Envelope::decode(&frame[4..]).unwrap(), envelope);
 
-        let zeek = EndpointId([0xab; 16]);
+        let zeek = EndpointId::from_bytes([0xab; 16]);
         let filter = vec![
             b"threatbus/manage".to_vec(),
             b"stix2/sighting".to_vec(),

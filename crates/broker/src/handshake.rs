@@ -7,9 +7,15 @@
 //! filter). PROBE is ignored in every state. A malformed message is answered with DROP_CONN and
 //! the code Broker uses; a well-formed message out of turn ends the handshake without one, as
 //! Broker does.
+//!
+//! A peer whose id Broker itself would ignore (spec §3.3: not a UUID of version 1–5) is
+//! refused here, with a DROP_CONN that says why: Broker would complete the handshake and then
+//! never report such a peer, so a peer that gets along with this side but not with a real
+//! Broker is caught at the first message that carries its id.
 
 use crate::error::DecodeError;
-use crate::frame::{DropCode, EndpointId, Filter, Handshake, VERSION};
+use crate::frame::{DropCode, Filter, Handshake, VERSION};
+use crate::id::{EndpointId, InvalidEndpointId, OwnEndpointId};
 
 /// Which end of the TCP connection this side is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,9 +48,23 @@ pub struct Progress {
 
 /// Why the handshake failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{reason}")]
+pub enum HandshakeFailure {
+    /// The peer's endpoint id is one Broker ignores: refused.
+    #[error("the peer's endpoint id {id} is one Broker ignores ({why})")]
+    InvalidPeerId {
+        id: EndpointId,
+        why: InvalidEndpointId,
+    },
+    /// Anything else: a malformed message, one out of turn, an unsupported version.
+    #[error("{0}")]
+    Protocol(String),
+}
+
+/// A failed handshake: why, and what to send before closing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{failure}")]
 pub struct HandshakeError {
-    pub reason: String,
+    pub failure: HandshakeFailure,
     /// The DROP_CONN to send before closing, if Broker would send one.
     pub drop_conn: Option<Handshake>,
 }
@@ -77,7 +97,7 @@ enum State {
 /// One side of a handshake.
 #[derive(Debug)]
 pub struct Handshaker {
-    own: EndpointId,
+    own: OwnEndpointId,
     filter: Filter,
     state: State,
 }
@@ -85,7 +105,7 @@ pub struct Handshaker {
 impl Handshaker {
     /// Starts a handshake; returns it with the messages to send at once (HELLO for the
     /// connector, PROBE for the acceptor).
-    pub fn start(own: EndpointId, filter: Filter, role: TcpRole) -> (Self, Vec<Handshake>) {
+    pub fn start(own: OwnEndpointId, filter: Filter, role: TcpRole) -> (Self, Vec<Handshake>) {
         let (state, first) = match role {
             TcpRole::Connector => (State::AwaitHelloOrVersionSelect, hello(own)),
             TcpRole::Acceptor => (State::AwaitHello, Handshake::Probe),
@@ -151,15 +171,16 @@ impl Handshaker {
                         )),
                     ));
                 }
-                if sender == self.own {
+                self.check_peer_id(sender)?;
+                if sender == self.own.id() {
                     return Err(self.fail(
                         "the peer has this endpoint's own id",
                         Some((DropCode::InvalidMessage, "same endpoint id".into())),
                     ));
                 }
-                if self.own < sender {
+                if self.own.id() < sender {
                     progress.send.push(Handshake::VersionSelect {
-                        sender: self.own,
+                        sender: self.own.id(),
                         version: VERSION,
                     });
                     progress
@@ -177,6 +198,7 @@ impl Handshaker {
                 State::AwaitVersionSelect | State::AwaitHelloOrVersionSelect,
                 Handshake::VersionSelect { sender, version },
             ) => {
+                self.check_peer_id(sender)?;
                 if version != VERSION {
                     return Err(self.fail(
                         &format!("the peer selected version {version}"),
@@ -220,21 +242,40 @@ impl Handshaker {
     }
 
     fn fail(&mut self, reason: &str, drop: Option<(DropCode, String)>) -> HandshakeError {
+        self.failure(HandshakeFailure::Protocol(reason.to_owned()), drop)
+    }
+
+    fn failure(
+        &mut self,
+        failure: HandshakeFailure,
+        drop: Option<(DropCode, String)>,
+    ) -> HandshakeError {
         self.state = State::Failed;
         HandshakeError {
-            reason: reason.to_owned(),
+            failure,
             drop_conn: drop.map(|(code, text)| Handshake::DropConn {
-                sender: self.own,
+                sender: self.own.id(),
                 code: code as u8,
                 description: text.into_bytes(),
             }),
         }
     }
+
+    /// Refuses a peer id that Broker would ignore.
+    fn check_peer_id(&mut self, id: EndpointId) -> Result<(), HandshakeError> {
+        id.check().map_err(|why| {
+            let text = format!("invalid endpoint id {id}: {why}");
+            self.failure(
+                HandshakeFailure::InvalidPeerId { id, why },
+                Some((DropCode::PeerInvalid, text)),
+            )
+        })
+    }
 }
 
-fn hello(own: EndpointId) -> Handshake {
+fn hello(own: OwnEndpointId) -> Handshake {
     Handshake::Hello {
-        sender: own,
+        sender: own.id(),
         min_version: VERSION,
         max_version: VERSION,
     }
@@ -256,8 +297,15 @@ fn message_name(message: &Handshake) -> &'static str {
 mod tests {
     use super::*;
 
+    /// A valid (version-4) id whose bytes order like `byte`.
     fn id(byte: u8) -> EndpointId {
-        EndpointId([byte; 16])
+        let mut bytes = [byte; 16];
+        bytes[6] = 0x40 | (byte & 0x0f);
+        EndpointId::from_bytes(bytes)
+    }
+
+    fn own(byte: u8) -> OwnEndpointId {
+        OwnEndpointId::new(id(byte)).unwrap()
     }
 
     fn filter(prefixes: &[&str]) -> Filter {
@@ -267,8 +315,8 @@ mod tests {
     /// Runs both sides against each other until both are done; returns what each learned
     /// and every message in the order it was sent (with the sender's role).
     fn run(
-        connector_id: EndpointId,
-        acceptor_id: EndpointId,
+        connector_id: OwnEndpointId,
+        acceptor_id: OwnEndpointId,
     ) -> (Peered, Peered, Vec<(TcpRole, Handshake)>) {
         let (mut connector, c_first) =
             Handshaker::start(connector_id, filter(&["zeek/"]), TcpRole::Connector);
@@ -320,7 +368,7 @@ mod tests {
     /// Spec §3.4 case A: the acceptor (bus) has the smaller id and originates.
     #[test]
     fn acceptor_with_the_smaller_id_originates() {
-        let (connector, acceptor, log) = run(id(9), id(1));
+        let (connector, acceptor, log) = run(own(9), own(1));
         use TcpRole::{Acceptor as B, Connector as Z};
         assert_eq!(
             names(&log),
@@ -342,7 +390,7 @@ mod tests {
     /// Spec §3.4 case B: the connector (Zeek) has the smaller id and originates.
     #[test]
     fn connector_with_the_smaller_id_originates() {
-        let (connector, acceptor, log) = run(id(1), id(9));
+        let (connector, acceptor, log) = run(own(1), own(9));
         use TcpRole::{Acceptor as B, Connector as Z};
         assert_eq!(
             names(&log),
@@ -363,7 +411,7 @@ mod tests {
 
     #[test]
     fn violations_drop_the_connection_with_brokers_codes() {
-        let start = || Handshaker::start(id(5), Filter::new(), TcpRole::Acceptor).0;
+        let start = || Handshaker::start(own(5), Filter::new(), TcpRole::Acceptor).0;
         let drop_code = |err: HandshakeError| match err.drop_conn {
             Some(Handshake::DropConn { code, .. }) => Some(code),
             _ => None,
@@ -410,6 +458,68 @@ mod tests {
             description: b"wrong magic number".to_vec(),
         };
         let err = start().receive(&drop.to_payload()).unwrap_err();
-        assert!(err.reason.contains("wrong magic number"), "{err}");
+        assert!(err.to_string().contains("wrong magic number"), "{err}");
+    }
+
+    /// Spec §3.3: Broker never reports a peer whose id is not a UUID of version 1–5, so the
+    /// handshake refuses such an id in HELLO (acceptor) and in VERSION_SELECT (connector),
+    /// with a DROP_CONN naming the id.
+    #[test]
+    fn ids_broker_would_ignore_are_refused() {
+        let version = |v: u8| {
+            let mut bytes = *id(3).as_bytes();
+            bytes[6] = v << 4;
+            EndpointId::from_bytes(bytes)
+        };
+        for (bad, why) in [
+            (version(0), InvalidEndpointId::Version(0)),
+            (version(7), InvalidEndpointId::Version(7)),
+            (EndpointId::NIL, InvalidEndpointId::Nil),
+        ] {
+            let mut acceptor = Handshaker::start(own(5), Filter::new(), TcpRole::Acceptor).0;
+            let hello = Handshake::Hello {
+                sender: bad,
+                min_version: 1,
+                max_version: 1,
+            };
+            let err = acceptor.receive(&hello.to_payload()).unwrap_err();
+            assert_eq!(
+                err.failure,
+                HandshakeFailure::InvalidPeerId { id: bad, why }
+            );
+            let Some(Handshake::DropConn {
+                code, description, ..
+            }) = err.drop_conn
+            else {
+                panic!("no DROP_CONN for {bad}");
+            };
+            assert_eq!(code, DropCode::PeerInvalid as u8);
+            assert!(
+                String::from_utf8_lossy(&description).contains(&bad.to_string()),
+                "{description:?}"
+            );
+            assert!(!acceptor.is_done());
+
+            let mut connector = Handshaker::start(own(5), Filter::new(), TcpRole::Connector).0;
+            let select = Handshake::VersionSelect {
+                sender: bad,
+                version: 1,
+            };
+            let err = connector.receive(&select.to_payload()).unwrap_err();
+            assert_eq!(
+                err.failure,
+                HandshakeFailure::InvalidPeerId { id: bad, why }
+            );
+        }
+        // Versions 1 to 5 are peers.
+        for v in 1..=5 {
+            let mut acceptor = Handshaker::start(own(5), Filter::new(), TcpRole::Acceptor).0;
+            let hello = Handshake::Hello {
+                sender: version(v),
+                min_version: 1,
+                max_version: 1,
+            };
+            assert!(acceptor.receive(&hello.to_payload()).is_ok(), "version {v}");
+        }
     }
 }

@@ -6,6 +6,7 @@
 //! * [`frame`]: the length-prefixed frames, the handshake messages and the envelopes of the
 //!   peering phase.
 //! * [`handshake`]: the peering handshake, for both TCP roles.
+//! * [`id`]: endpoint ids, and which of them Broker accepts.
 //! * [`zeek`]: Zeek events as Broker data.
 //!
 //! The byte layouts follow `shared/spec/zeek-broker.md` (section numbers in the comments refer
@@ -15,8 +16,9 @@ pub mod data;
 pub mod error;
 pub mod frame;
 pub mod handshake;
+pub mod id;
 pub mod zeek;
 
 pub use data::{Address, Data, Port, Protocol, Subnet};
 pub use error::DecodeError;
-pub use frame::EndpointId;
+pub use id::{EndpointId, InvalidEndpointId, OwnEndpointId};

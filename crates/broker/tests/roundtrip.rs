@@ -88,7 +88,7 @@ proptest! {
         let kind = [EnvelopeType::Data, EnvelopeType::Command, EnvelopeType::RoutingUpdate,
                     EnvelopeType::Ping, EnvelopeType::Pong][usize::from(kind - 1)];
         let envelope = Envelope {
-            sender: EndpointId(sender), receiver: EndpointId(receiver), kind, ttl, topic, payload,
+            sender: EndpointId::from_bytes(sender), receiver: EndpointId::from_bytes(receiver), kind, ttl, topic, payload,
         };
         prop_assert_eq!(Envelope::decode(&envelope.to_payload()).expect("decodes"), envelope);
     }
