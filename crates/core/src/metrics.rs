@@ -196,6 +196,12 @@ pub const ZEEK_PEERS: Metric = gauge(
     "Zeek (Broker) peers currently connected to the Zeek app (handshake done).",
     &[],
 );
+/// Zeek connections the Zeek app closed before or during the handshake.
+pub const ZEEK_REFUSED: Metric = counter(
+    "threatbus_zeek_refused_connections_total",
+    "Zeek connections closed before they became peers, by reason: max_connections and max_handshakes (over the configured caps), invalid_endpoint_id (an id Broker would ignore), handshake_failed, handshake_timeout.",
+    &["reason"],
+);
 /// Build information.
 pub const BUILD_INFO: Metric = gauge(
     "threatbus_build_info",
@@ -227,6 +233,7 @@ pub const ALL: &[&Metric] = &[
     &RABBITMQ_REPEATS,
     &RABBITMQ_UNDECODABLE,
     &ZEEK_PEERS,
+    &ZEEK_REFUSED,
 ];
 
 /// The `kind` label values, indexed like [`crate::topic::ALL`].

@@ -69,6 +69,16 @@ pub struct ZeekConfig {
         deserialize_with = "seconds"
     )]
     pub handshake_timeout: Duration,
+    /// Zeek connections held at once, handshakes included; a connection beyond it is closed
+    /// at once (logged, throttled, and counted in `threatbus_zeek_refused_connections_total`).
+    /// Default 256.
+    #[serde(default = "default_max_connections", deserialize_with = "connections")]
+    pub max_connections: usize,
+    /// Connections still in TLS or the Broker handshake at once; beyond it a new connection
+    /// is closed at once, so that a flood of connections that never finish cannot hold file
+    /// descriptors and memory for `handshake_timeout` each. Default 32.
+    #[serde(default = "default_max_handshakes", deserialize_with = "connections")]
+    pub max_handshakes: usize,
 }
 
 /// Certificate, key and CA for certificate-based TLS. Zeek's authenticated mode verifies both
@@ -112,6 +122,14 @@ fn default_handshake() -> Duration {
     Duration::from_secs(10)
 }
 
+fn default_max_connections() -> usize {
+    256
+}
+
+fn default_max_handshakes() -> usize {
+    32
+}
+
 fn whole<'de, D: Deserializer<'de>>(deserializer: D, min: u64, max: u64) -> Result<u64, D::Error> {
     let value = Value::deserialize(deserializer)?;
     let n = match &value {
@@ -133,6 +151,10 @@ fn seconds<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Er
 
 fn frame_size<'de, D: Deserializer<'de>>(deserializer: D) -> Result<usize, D::Error> {
     whole(deserializer, 1024, 1 << 30).map(|n| n as usize)
+}
+
+fn connections<'de, D: Deserializer<'de>>(deserializer: D) -> Result<usize, D::Error> {
+    whole(deserializer, 1, 65_536).map(|n| n as usize)
 }
 
 impl ZeekConfig {
@@ -209,6 +231,7 @@ mod tests {
             );
             assert!(config.allow_plain && config.tls.is_none());
             assert_eq!(config.max_frame_size, 1 << 20);
+            assert_eq!((config.max_connections, config.max_handshakes), (256, 32));
         }
     }
 
@@ -226,6 +249,16 @@ mod tests {
                 json!({"max_frame_size": 10}),
                 "plugins.apps.zeek.max_frame_size",
                 "10",
+            ),
+            (
+                json!({"max_connections": 0}),
+                "plugins.apps.zeek.max_connections",
+                "0",
+            ),
+            (
+                json!({"max_handshakes": "many"}),
+                "plugins.apps.zeek.max_handshakes",
+                "many",
             ),
             (json!({"colour": "red"}), "plugins.apps.zeek", "colour"),
             (

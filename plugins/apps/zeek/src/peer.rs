@@ -23,22 +23,23 @@ use std::time::Duration;
 
 use jiff::SignedDuration;
 use rand::Rng;
-use threatbus_broker::EndpointId;
 use threatbus_broker::data::Data;
 use threatbus_broker::frame::{
     Envelope, EnvelopeType, Filter, Handshake, encode_frame, filter_matches, split_frame,
 };
-use threatbus_broker::handshake::{Handshaker, TcpRole};
+use threatbus_broker::handshake::{HandshakeFailure, Handshaker, TcpRole};
 use threatbus_broker::zeek::Event;
+use threatbus_broker::{EndpointId, OwnEndpointId};
 use threatbus_core::{Body, BusHandle, SubscriberId, SubscriberOptions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::mapping::{self, NotSent};
+use crate::server::{Refusal, Refusals};
 use crate::transport::{PeerIo, Transport};
 
 /// The topic Zeek sends `subscribe` and `unsubscribe` on and receives acknowledgements on.
@@ -71,11 +72,26 @@ const OUTGOING_QUEUE: usize = 256;
 
 /// Settings shared by all peers.
 pub struct PeerSettings {
-    pub own_id: EndpointId,
+    pub own_id: OwnEndpointId,
     pub namespace: String,
     pub max_frame_size: usize,
     pub ping_interval: Duration,
     pub handshake_timeout: Duration,
+    pub refusals: Refusals,
+}
+
+/// A connection's places under the listener's caps: the connection one for its whole life,
+/// the handshake one until the handshake is over.
+pub struct Permits {
+    pub connection: OwnedSemaphorePermit,
+    pub handshake: OwnedSemaphorePermit,
+}
+
+/// Why a connection did not become a peer.
+enum SetupError {
+    /// The peer's endpoint id is one Broker ignores.
+    InvalidId(EndpointId, String),
+    Other(String),
 }
 
 /// What the subscriptions of a peer need to know before they may send.
@@ -100,6 +116,7 @@ enum End {
 pub async fn serve(
     stream: TcpStream,
     remote: SocketAddr,
+    permits: Permits,
     transport: Arc<Transport>,
     settings: Arc<PeerSettings>,
     bus: BusHandle,
@@ -110,7 +127,7 @@ pub async fn serve(
             Ok(accepted) => accepted,
             // A port check (connect, then close): not worth a warning.
             Err(err) if err.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-            Err(err) => return Err(err.to_string()),
+            Err(err) => return Err(SetupError::Other(err.to_string())),
         };
         let (reader, writer) = tokio::io::split(io);
         let mut connection = Connection {
@@ -120,8 +137,9 @@ pub async fn serve(
             max_frame_size: settings.max_frame_size,
         };
         let peered = connection.handshake(&settings).await?;
-        Ok::<_, String>(Some((connection, kind, peered)))
+        Ok::<_, SetupError>(Some((connection, kind, peered)))
     };
+    let refusals = &settings.refusals;
     let (connection, kind, peered) = tokio::select! {
         _ = stop.cancelled() => return,
         done = tokio::time::timeout(settings.handshake_timeout, setup) => match done {
@@ -130,16 +148,33 @@ pub async fn serve(
                 tracing::debug!(peer = %remote, "connection closed before it sent anything");
                 return;
             }
-            Ok(Err(why)) => {
+            Ok(Err(SetupError::InvalidId(id, why))) => {
+                refusals.count(Refusal::InvalidEndpointId);
+                tracing::warn!(
+                    peer = %remote,
+                    zeek_endpoint = %id,
+                    reason = %why,
+                    "Zeek connection refused: its Broker endpoint id is one a real Broker ignores (not a UUID of version 1 to 5), so it is not a real Broker"
+                );
+                return;
+            }
+            Ok(Err(SetupError::Other(why))) => {
+                refusals.count(Refusal::HandshakeFailed);
                 tracing::warn!(peer = %remote, reason = %why, "Zeek connection closed during the handshake");
                 return;
             }
             Err(_) => {
+                refusals.count(Refusal::HandshakeTimeout);
                 tracing::warn!(peer = %remote, timeout = ?settings.handshake_timeout, "Zeek connection closed: no handshake in time");
                 return;
             }
         },
     };
+    let Permits {
+        connection: _connection_permit,
+        handshake,
+    } = permits;
+    drop(handshake);
     tracing::info!(
         peer = %remote,
         transport = %kind,
@@ -251,29 +286,39 @@ impl Connection {
     async fn handshake(
         &mut self,
         settings: &PeerSettings,
-    ) -> Result<threatbus_broker::handshake::Peered, String> {
+    ) -> Result<threatbus_broker::handshake::Peered, SetupError> {
         let filter = vec![
             MANAGE_TOPIC.as_bytes().to_vec(),
             SIGHTING_TOPIC.as_bytes().to_vec(),
         ];
         let (mut handshaker, first) = Handshaker::start(settings.own_id, filter, TcpRole::Acceptor);
-        self.send_handshake(&first).await?;
+        self.send_handshake(&first)
+            .await
+            .map_err(SetupError::Other)?;
         loop {
-            let Some(payload) = self.read_frame().await? else {
-                return Err("closed during the handshake".into());
+            let Some(payload) = self.read_frame().await.map_err(SetupError::Other)? else {
+                return Err(SetupError::Other("closed during the handshake".into()));
             };
             match handshaker.receive(&payload) {
                 Ok(progress) => {
-                    self.send_handshake(&progress.send).await?;
+                    self.send_handshake(&progress.send)
+                        .await
+                        .map_err(SetupError::Other)?;
                     if let Some(peered) = progress.done {
                         return Ok(peered);
                     }
                 }
                 Err(err) => {
-                    if let Some(drop) = err.drop_conn {
+                    if let Some(drop) = err.drop_conn.clone() {
                         let _ = self.send_handshake(&[drop]).await;
                     }
-                    return Err(err.reason);
+                    let _ = self.writer.shutdown().await;
+                    return Err(match err.failure {
+                        HandshakeFailure::InvalidPeerId { id, why } => {
+                            SetupError::InvalidId(id, why.to_string())
+                        }
+                        HandshakeFailure::Protocol(reason) => SetupError::Other(reason),
+                    });
                 }
             }
         }
@@ -357,7 +402,7 @@ impl Session {
 
     /// A ping, pong or routing update to Zeek.
     async fn send_internal(&mut self, kind: EnvelopeType, payload: Vec<u8>) -> Result<(), String> {
-        let envelope = Envelope::internal(kind, self.settings.own_id, self.zeek, payload);
+        let envelope = Envelope::internal(kind, self.settings.own_id.id(), self.zeek, payload);
         self.connection.write_payload(&envelope.to_payload()).await
     }
 
@@ -497,7 +542,7 @@ impl Session {
             mapping::event_name(&self.settings.namespace, "subscription_acknowledged"),
             vec![Data::string(p2p.as_str())],
         );
-        let envelope = Envelope::data(self.settings.own_id, MANAGE_TOPIC, ack.to_bytes());
+        let envelope = Envelope::data(self.settings.own_id.id(), MANAGE_TOPIC, ack.to_bytes());
         let mut frame = Vec::new();
         encode_frame(&envelope.to_payload(), &mut frame);
         if self.gate.borrow().ready {
@@ -582,7 +627,7 @@ async fn forward(
                 continue;
             }
         };
-        let envelope = Envelope::data(settings.own_id, &p2p, event.to_bytes());
+        let envelope = Envelope::data(settings.own_id.id(), &p2p, event.to_bytes());
         let mut frame = Vec::new();
         encode_frame(&envelope.to_payload(), &mut frame);
         if outgoing.send(frame).await.is_err() {

@@ -1,15 +1,66 @@
-//! The listener: accepts Zeek connections and runs one [`crate::peer`] task for each.
+//! The listener: accepts Zeek connections and runs one [`crate::peer`] task for each, within
+//! two caps: connections held at once (`max_connections`) and connections still in TLS or the
+//! Broker handshake (`max_handshakes`). A connection over either cap is closed at once, so a
+//! flood on the Zeek port cannot exhaust file descriptors or memory.
 
 use std::sync::Arc;
 
-use threatbus_broker::EndpointId;
+use threatbus_broker::OwnEndpointId;
+use threatbus_core::metrics::{Counter, ZEEK_REFUSED};
+use threatbus_core::throttle::LogThrottle;
 use threatbus_core::{BusHandle, PluginError, Shutdown};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
-use crate::peer::{self, PeerSettings};
+use crate::peer::{self, PeerSettings, Permits};
 use crate::transport::Transport;
 use crate::{KEY, ZeekConfig};
+
+/// Why a connection was closed before it became a peer: the `reason` label of
+/// `threatbus_zeek_refused_connections_total`.
+#[derive(Debug, Clone, Copy)]
+pub enum Refusal {
+    MaxConnections,
+    MaxHandshakes,
+    InvalidEndpointId,
+    HandshakeFailed,
+    HandshakeTimeout,
+}
+
+impl Refusal {
+    const ALL: [Self; 5] = [
+        Self::MaxConnections,
+        Self::MaxHandshakes,
+        Self::InvalidEndpointId,
+        Self::HandshakeFailed,
+        Self::HandshakeTimeout,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::MaxConnections => "max_connections",
+            Self::MaxHandshakes => "max_handshakes",
+            Self::InvalidEndpointId => "invalid_endpoint_id",
+            Self::HandshakeFailed => "handshake_failed",
+            Self::HandshakeTimeout => "handshake_timeout",
+        }
+    }
+}
+
+/// The refusal counters, one per reason, taken once.
+pub struct Refusals([Counter; 5]);
+
+impl Refusals {
+    fn new(bus: &BusHandle) -> Self {
+        Self(Refusal::ALL.map(|reason| bus.metrics().counter(&ZEEK_REFUSED, &[reason.label()])))
+    }
+
+    /// Counts one refusal.
+    pub fn count(&self, reason: Refusal) {
+        self.0[reason as usize].inc();
+    }
+}
 
 /// Listens until `shutdown.stop_input`, then lets the peers say goodbye and waits for them.
 pub async fn run(
@@ -31,31 +82,63 @@ pub async fn run(
         |a| a.to_string(),
     );
     let settings = Arc::new(PeerSettings {
-        own_id: own_endpoint_id(),
+        own_id: OwnEndpointId::random(),
         namespace: config.module_namespace.clone(),
         max_frame_size: config.max_frame_size,
         ping_interval: config.ping_interval,
         handshake_timeout: config.handshake_timeout,
+        refusals: Refusals::new(&bus),
     });
     tracing::info!(
         %address,
         endpoint_id = %settings.own_id,
         allow_plain = config.allow_plain,
         tls = if config.tls.is_some() { "certificates" } else { "anonymous" },
+        max_connections = config.max_connections,
+        max_handshakes = config.max_handshakes,
         "Zeek app listening for Broker peers"
     );
     bus.set_ready(true);
     let transport = Arc::new(transport);
+    let connections = Arc::new(Semaphore::new(config.max_connections));
+    let handshakes = Arc::new(Semaphore::new(config.max_handshakes));
+    let mut refusal_log = LogThrottle::default();
     let peers = TaskTracker::new();
     loop {
         tokio::select! {
             _ = shutdown.stop_input.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, remote)) => {
+                    let permits = match (
+                        connections.clone().try_acquire_owned(),
+                        handshakes.clone().try_acquire_owned(),
+                    ) {
+                        (Ok(connection), Ok(handshake)) => Permits { connection, handshake },
+                        (connection, _) => {
+                            // Dropping the stream closes it; the permit we may hold goes too.
+                            drop(stream);
+                            let (reason, limit, key) = if connection.is_err() {
+                                (Refusal::MaxConnections, config.max_connections, "max_connections")
+                            } else {
+                                (Refusal::MaxHandshakes, config.max_handshakes, "max_handshakes")
+                            };
+                            settings.refusals.count(reason);
+                            if let Some(suppressed) = refusal_log.allow() {
+                                tracing::warn!(
+                                    peer = %remote,
+                                    limit,
+                                    suppressed,
+                                    "Zeek connection refused: {KEY}.{key} reached"
+                                );
+                            }
+                            continue;
+                        }
+                    };
                     let _ = stream.set_nodelay(true);
                     peers.spawn(peer::serve(
                         stream,
                         remote,
+                        permits,
                         transport.clone(),
                         settings.clone(),
                         bus.clone(),
@@ -63,6 +146,7 @@ pub async fn run(
                     ));
                 }
                 Err(err) => {
+                    // Typically out of file descriptors: wait instead of spinning.
                     tracing::warn!(error = %err, "accepting a Zeek connection failed");
                     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 }
@@ -74,11 +158,4 @@ pub async fn run(
     peers.wait().await;
     tracing::info!("Zeek app stopped");
     Ok(())
-}
-
-/// A random endpoint id for this process (never the nil id).
-fn own_endpoint_id() -> EndpointId {
-    let mut bytes: [u8; 16] = rand::random();
-    bytes[0] |= 1;
-    EndpointId(bytes)
 }
