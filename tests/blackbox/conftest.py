@@ -32,6 +32,14 @@ HOST = "127.0.0.1"
 ANSI_RE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
+def pytest_report_header(config):
+    path = os.environ.get("BROKER_PYTHONPATH", "").strip()
+    if path:
+        return f"real-Broker mode on: Zeek scenarios also run against Broker's bindings in {path}"
+    return ("real-Broker mode off: set BROKER_PYTHONPATH to a directory holding Broker's Python "
+            "bindings (import broker) to run the Zeek scenarios against a real Broker too")
+
+
 def pytest_configure(config):
     config.addinivalue_line(
         "markers",
