@@ -2,8 +2,10 @@
 //! as upstream (spec §1.7), on `tracing`; beyond upstream, JSON lines (`format: json`) and a
 //! periodic traffic summary (`summary_interval`).
 
-use std::fs::OpenOptions;
-use std::sync::{Arc, Mutex};
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -129,9 +131,54 @@ impl LoggingConfig {
     }
 }
 
+/// The log file, reopened on request (SIGHUP) so that log rotation can move the old one away:
+/// every line goes to the file most recently opened at the configured path.
+#[derive(Clone)]
+pub struct LogFile {
+    path: PathBuf,
+    file: Arc<Mutex<File>>,
+}
+
+impl LogFile {
+    fn open(path: &Path) -> std::io::Result<File> {
+        OpenOptions::new().create(true).append(true).open(path)
+    }
+
+    /// Opens the file at its path again (a new one if rotation moved the old one away).
+    pub fn reopen(&self) -> std::io::Result<&Path> {
+        let fresh = Self::open(&self.path)?;
+        let mut current = self.file.lock().unwrap_or_else(PoisonError::into_inner);
+        let _ = current.flush();
+        *current = fresh;
+        Ok(&self.path)
+    }
+}
+
+/// One log line's access to the current file.
+pub struct LogFileWriter<'a>(std::sync::MutexGuard<'a, File>);
+
+impl Write for LogFileWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogFile {
+    type Writer = LogFileWriter<'a>;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        LogFileWriter(self.file.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
 /// Installs the global subscriber. `RUST_LOG`, if set, further restricts what is logged (e.g.
 /// `RUST_LOG=threatbus_zmq=trace` with `console_verbosity: DEBUG`… narrows to that crate).
-pub fn init(config: &LoggingConfig) -> anyhow::Result<()> {
+/// Returns the log file, if one is written, for reopening.
+pub fn init(config: &LoggingConfig) -> anyhow::Result<Option<LogFile>> {
     let json = config.format == Format::Json;
     let console = config.console.then(|| {
         let layer = tracing_subscriber::fmt::layer()
@@ -144,16 +191,21 @@ pub fn init(config: &LoggingConfig) -> anyhow::Result<()> {
         };
         layer.with_filter(config.console_verbosity.0)
     });
-    let file = if config.file {
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&config.filename)
-            .map_err(|e| {
-                anyhow::anyhow!("logging.filename: cannot open {:?}: {e}", config.filename)
-            })?;
+    let log_file = if config.file {
+        let path = PathBuf::from(&config.filename);
+        let file = LogFile::open(&path).map_err(|e| {
+            anyhow::anyhow!("logging.filename: cannot open {:?}: {e}", config.filename)
+        })?;
+        Some(LogFile {
+            path,
+            file: Arc::new(Mutex::new(file)),
+        })
+    } else {
+        None
+    };
+    let file = if let Some(log_file) = &log_file {
         let layer = tracing_subscriber::fmt::layer()
-            .with_writer(Mutex::new(file))
+            .with_writer(log_file.clone())
             .with_ansi(false);
         let layer: Box<dyn Layer<_> + Send + Sync> = if json {
             Box::new(layer.json().flatten_event(true))
@@ -172,7 +224,8 @@ pub fn init(config: &LoggingConfig) -> anyhow::Result<()> {
         .with(console)
         .with(file)
         .try_init()
-        .map_err(|e| anyhow::anyhow!("cannot install the logger: {e}"))
+        .map_err(|e| anyhow::anyhow!("cannot install the logger: {e}"))?;
+    Ok(log_file)
 }
 
 /// Writes an INFO line every `interval` with the traffic since the last one, until `stop`.

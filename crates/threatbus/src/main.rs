@@ -1,6 +1,6 @@
 //! `threatbus`: the command-line entry point. Loads the configuration, builds every plugin
 //! (so that every config error surfaces before any socket is bound), sets up logging, then runs
-//! the bus until SIGINT or SIGTERM. Subcommands: `check` validates a configuration, `publish`
+//! the bus until SIGINT, SIGTERM or another terminating signal (SIGHUP reopens the log file). Subcommands: `check` validates a configuration, `publish`
 //! and `tail` talk to a running bus through its ZeroMQ app.
 
 mod check;
@@ -92,10 +92,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if let Err(err) = logging::init(&config.logging) {
-        eprintln!("threatbus: {err:#}");
-        return ExitCode::FAILURE;
-    }
+    let log_file = match logging::init(&config.logging) {
+        Ok(log_file) => log_file,
+        Err(err) => {
+            eprintln!("threatbus: {err:#}");
+            return ExitCode::FAILURE;
+        }
+    };
     match &config.source {
         config::Source::File(path) => {
             tracing::info!(path = %path.display(), "loaded configuration")
@@ -111,7 +114,7 @@ fn main() -> ExitCode {
         tracing::info!("{note}");
     }
     let console = config.logging.console;
-    match run(config, plugins) {
+    match run(config, plugins, log_file) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!("{err:#}");
@@ -123,14 +126,18 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(config: config::Config, plugins: registry::Plugins) -> anyhow::Result<()> {
+fn run(
+    config: config::Config,
+    plugins: registry::Plugins,
+    log_file: Option<logging::LogFile>,
+) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("threatbus")
         .build()?;
     runtime.block_on(async move {
         let shutdown = CancellationToken::new();
-        watch_signals(shutdown.clone())?;
+        watch_signals(shutdown.clone(), OnHangup::ReopenLog(log_file))?;
         tracing::info!(version = env!("CARGO_PKG_VERSION"), "Threat Bus starting");
         let mut bus = Bus::new(config.bus, plugins.backbone, plugins.apps);
         if let Some(listen) = config.metrics.listen {
@@ -151,18 +158,73 @@ fn run(config: config::Config, plugins: registry::Plugins) -> anyhow::Result<()>
     })
 }
 
-/// SIGINT or SIGTERM starts a graceful shutdown; a second one exits at once.
-fn watch_signals(shutdown: CancellationToken) -> anyhow::Result<()> {
+/// Signals that end the process by default and can be caught: each starts the same graceful
+/// shutdown as SIGTERM (logged with its name), so that no stray signal kills the bus without a
+/// drain. SIGHUP is not among them: it reopens the log file (log rotation).
+const STOPPING_SIGNALS: &[(libc::c_int, &str)] = &[
+    (libc::SIGINT, "SIGINT"),
+    (libc::SIGTERM, "SIGTERM"),
+    (libc::SIGQUIT, "SIGQUIT"),
+    (libc::SIGUSR1, "SIGUSR1"),
+    (libc::SIGUSR2, "SIGUSR2"),
+    (libc::SIGALRM, "SIGALRM"),
+    (libc::SIGVTALRM, "SIGVTALRM"),
+    (libc::SIGPROF, "SIGPROF"),
+    (libc::SIGIO, "SIGIO"),
+    (libc::SIGPWR, "SIGPWR"),
+    (libc::SIGXCPU, "SIGXCPU"),
+    (libc::SIGXFSZ, "SIGXFSZ"),
+    (libc::SIGSTKFLT, "SIGSTKFLT"),
+];
+
+/// What SIGHUP does.
+pub(crate) enum OnHangup {
+    /// The bus: reopen the log file, if there is one (log rotation).
+    ReopenLog(Option<logging::LogFile>),
+    /// A tool in a terminal that went away: stop like on SIGTERM.
+    Stop,
+}
+
+/// Every signal of [`STOPPING_SIGNALS`] starts a graceful shutdown; a second one exits at once.
+/// SIGHUP does what `on_hangup` says.
+pub(crate) fn watch_signals(
+    shutdown: CancellationToken,
+    on_hangup: OnHangup,
+) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    let mut terminate = signal(SignalKind::terminate())?;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<&'static str>();
+    for &(number, name) in STOPPING_SIGNALS.iter().chain([&(libc::SIGHUP, "SIGHUP")]) {
+        let mut stream = signal(SignalKind::from_raw(number))
+            .map_err(|err| anyhow::anyhow!("cannot handle {name}: {err}"))?;
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            while stream.recv().await.is_some() {
+                if tx.send(name).is_err() {
+                    return;
+                }
+            }
+        });
+    }
     tokio::spawn(async move {
         let mut received = 0;
-        loop {
-            let name = tokio::select! {
-                _ = interrupt.recv() => "SIGINT",
-                _ = terminate.recv() => "SIGTERM",
-            };
+        while let Some(name) = rx.recv().await {
+            if let ("SIGHUP", OnHangup::ReopenLog(log_file)) = (name, &on_hangup) {
+                match log_file.as_ref().map(logging::LogFile::reopen) {
+                    Some(Ok(path)) => {
+                        tracing::info!(signal = name, path = %path.display(), "reopened the log file")
+                    }
+                    Some(Err(err)) => tracing::error!(
+                        signal = name,
+                        error = %err,
+                        "cannot reopen the log file; still writing to the old one"
+                    ),
+                    None => tracing::info!(
+                        signal = name,
+                        "no log file to reopen (logging.file is false); nothing to do"
+                    ),
+                }
+                continue;
+            }
             received += 1;
             if received == 1 {
                 tracing::info!(

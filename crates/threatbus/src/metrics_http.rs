@@ -2,13 +2,21 @@
 //! `/health` (liveness) and `/ready` (backbone connected, every app bound or started).
 //!
 //! It runs as a bus service: it starts and stops with the apps but counts as none of them.
-//! Requests are small GETs from a scraper on loopback; anything else gets a 4xx, slow or
-//! malformed clients are cut off by hyper's header timeout, and at most
-//! [`MAX_CONNECTIONS`] are served at once, so the listener cannot take the bus down.
+//! Requests are small GETs from a scraper or an orchestrator's probe; anything else gets a 4xx.
+//! The listener must answer a probe even while slow or idle clients hold connections (a probe
+//! that times out gets a healthy bus restarted), so:
+//!
+//! * a request's headers must arrive within [`HEADER_TIMEOUT`];
+//! * at most [`MAX_CONNECTIONS`] are held; when a new one arrives and every place is taken,
+//!   the oldest connection that is not in the middle of answering a request (a slow client
+//!   still sending headers, or an idle keep-alive connection) is closed to make room, so a new
+//!   client never waits for a slow one. Only when every held connection is being answered is
+//!   the new one turned away.
 
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -21,12 +29,12 @@ use serde::de::{self, Deserializer};
 use serde_json::{Value, json};
 use threatbus_core::{App, BoxFuture, BusHandle, PluginError, Shutdown};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 
-/// Connections served at once; more wait in the listen backlog.
-const MAX_CONNECTIONS: usize = 16;
+/// Connections held at once (see the module header for what happens beyond).
+const MAX_CONNECTIONS: usize = 64;
 /// A request's headers must arrive within this.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+const HEADER_TIMEOUT: Duration = Duration::from_secs(3);
 /// The content type of the Prometheus text exposition format.
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -104,6 +112,80 @@ impl App for MetricsService {
     }
 }
 
+/// The connections held, oldest first, and whether each is answering a request now.
+#[derive(Default)]
+struct Connections {
+    table: Mutex<ConnectionTable>,
+}
+
+#[derive(Default)]
+struct ConnectionTable {
+    next_id: u64,
+    /// By id, which grows with time: the first entry is the oldest.
+    held: BTreeMap<u64, Held>,
+}
+
+struct Held {
+    busy: bool,
+    evict: CancellationToken,
+}
+
+/// One connection's place; dropping it gives the place back.
+struct Place {
+    connections: Arc<Connections>,
+    id: u64,
+    evict: CancellationToken,
+}
+
+impl Connections {
+    fn table(&self) -> std::sync::MutexGuard<'_, ConnectionTable> {
+        self.table.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A place for a new connection, closing the oldest idle one if every place is taken;
+    /// `None` if every held connection is answering a request right now.
+    fn admit(self: &Arc<Self>) -> Option<Place> {
+        let mut table = self.table();
+        if table.held.len() >= MAX_CONNECTIONS {
+            let idle = table
+                .held
+                .iter()
+                .find(|(_, held)| !held.busy)
+                .map(|(id, _)| *id)?;
+            if let Some(held) = table.held.remove(&idle) {
+                held.evict.cancel();
+            }
+        }
+        let id = table.next_id;
+        table.next_id += 1;
+        let evict = CancellationToken::new();
+        table.held.insert(
+            id,
+            Held {
+                busy: false,
+                evict: evict.clone(),
+            },
+        );
+        Some(Place {
+            connections: self.clone(),
+            id,
+            evict,
+        })
+    }
+
+    fn set_busy(&self, id: u64, busy: bool) {
+        if let Some(held) = self.table().held.get_mut(&id) {
+            held.busy = busy;
+        }
+    }
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        self.connections.table().held.remove(&self.id);
+    }
+}
+
 async fn serve(listen: SocketAddr, bus: BusHandle, shutdown: Shutdown) -> Result<(), PluginError> {
     let listener = TcpListener::bind(listen)
         .await
@@ -113,16 +195,9 @@ async fn serve(listen: SocketAddr, bus: BusHandle, shutdown: Shutdown) -> Result
     if !address.ip().is_loopback() {
         tracing::warn!(%address, "metrics listener is reachable from other hosts: it has no authentication");
     }
-    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let connections = tokio_util::task::TaskTracker::new();
+    let held = Arc::new(Connections::default());
+    let tasks = tokio_util::task::TaskTracker::new();
     loop {
-        let permit = tokio::select! {
-            _ = shutdown.stop.cancelled() => break,
-            permit = permits.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break,
-            },
-        };
         let (stream, _) = tokio::select! {
             _ = shutdown.stop.cancelled() => break,
             accepted = listener.accept() => match accepted {
@@ -134,13 +209,26 @@ async fn serve(listen: SocketAddr, bus: BusHandle, shutdown: Shutdown) -> Result
                 }
             },
         };
+        let Some(place) = held.admit() else {
+            tracing::debug!(
+                "metrics listener: every connection is answering a request; new one closed"
+            );
+            continue;
+        };
         let bus = bus.clone();
         let stop = shutdown.stop.clone();
-        connections.spawn(async move {
-            let _permit = permit;
+        tasks.spawn(async move {
+            let connections = place.connections.clone();
+            let id = place.id;
             let service = hyper::service::service_fn(move |request| {
                 let bus = bus.clone();
-                async move { Ok::<_, Infallible>(answer(&bus, &request).await) }
+                let connections = connections.clone();
+                async move {
+                    connections.set_busy(id, true);
+                    let response = answer(&bus, &request).await;
+                    connections.set_busy(id, false);
+                    Ok::<_, Infallible>(response)
+                }
             });
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -154,12 +242,15 @@ async fn serve(listen: SocketAddr, bus: BusHandle, shutdown: Shutdown) -> Result
                         tracing::debug!(error = %err, "metrics listener: connection ended with an error");
                     }
                 }
+                // Closed to make room for a new client: dropping the connection closes it.
+                _ = place.evict.cancelled() => {}
                 _ = stop.cancelled() => connection.as_mut().graceful_shutdown(),
             }
+            drop(place);
         });
     }
-    connections.close();
-    let _ = tokio::time::timeout(Duration::from_secs(1), connections.wait()).await;
+    tasks.close();
+    let _ = tokio::time::timeout(Duration::from_secs(1), tasks.wait()).await;
     Ok(())
 }
 
@@ -217,6 +308,33 @@ async fn answer(bus: &BusHandle, request: &Request<Incoming>) -> Response<Full<B
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_new_connection_closes_the_oldest_idle_one_when_full() {
+        let held = Arc::new(Connections::default());
+        let mut places: Vec<Place> = (0..MAX_CONNECTIONS)
+            .map(|_| held.admit().unwrap())
+            .collect();
+        // The two oldest are answering requests: the third oldest is the one to go.
+        held.set_busy(places[0].id, true);
+        held.set_busy(places[1].id, true);
+        let newcomer = held.admit().unwrap();
+        assert!(!places[0].evict.is_cancelled() && !places[1].evict.is_cancelled());
+        assert!(places[2].evict.is_cancelled());
+        assert!(places[3..].iter().all(|p| !p.evict.is_cancelled()));
+        assert_eq!(held.table().held.len(), MAX_CONNECTIONS);
+        // Its task ends and gives the place back (already taken over: nothing changes).
+        drop(places.remove(2));
+        assert_eq!(held.table().held.len(), MAX_CONNECTIONS);
+        // When every held connection is busy, a new one is turned away.
+        for place in places.iter().chain([&newcomer]) {
+            held.set_busy(place.id, true);
+        }
+        assert!(held.admit().is_none());
+        // A place given back is free again.
+        drop(newcomer);
+        assert!(held.admit().is_some());
+    }
 
     #[test]
     fn listen_takes_ports_and_addresses() {

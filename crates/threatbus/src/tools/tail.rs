@@ -56,7 +56,7 @@ pub fn run(address: &BusAddress, args: &TailArgs) -> ExitCode {
     runtime.block_on(async move {
         let stop = CancellationToken::new();
         // The first SIGINT/SIGTERM stops the loop, a second one exits at once.
-        if let Err(err) = crate::watch_signals(stop.clone()) {
+        if let Err(err) = crate::watch_signals(stop.clone(), crate::OnHangup::Stop) {
             eprintln!("threatbus tail: cannot watch signals: {err:#}");
             return ExitCode::FAILURE;
         }
