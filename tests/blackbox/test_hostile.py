@@ -1,0 +1,116 @@
+"""Careless and hostile clients: each probe of the review that found them, with smaller counts
+that still show the effect (scripts/attack.py runs the full loads and prints the figures)."""
+
+from __future__ import annotations
+
+import http.client
+import socket
+import threading
+import time
+
+from conftest import HOST, default_config, free_ports
+
+
+def metrics_bus(bus_factory):
+    manage, pub, sub, metrics = free_ports(4)
+    config = default_config(manage, pub, sub)
+    config["metrics"] = {"listen": metrics}
+    bus = bus_factory(config=config, ports=(manage, pub, sub), wait_ports=[manage, pub, sub, metrics])
+    return bus, metrics
+
+
+class Slowloris:
+    """Connections that send a request's headers one byte at a time and never finish; closed
+    ones are opened again, as an attacker would."""
+
+    def __init__(self, port: int, count: int, interval: float = 0.5):
+        self.port, self.count, self.interval = port, count, interval
+        self.stop = threading.Event()
+        self.reopened = 0
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def connect(self):
+        sock = socket.create_connection((HOST, self.port), timeout=2)
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        return sock
+
+    def run(self):
+        socks = []
+        for _ in range(self.count):
+            try:
+                socks.append(self.connect())
+            except OSError:
+                pass
+        while not self.stop.wait(self.interval):
+            for i, sock in enumerate(socks):
+                try:
+                    sock.sendall(b"X")
+                except OSError:
+                    sock.close()
+                    try:
+                        socks[i] = self.connect()
+                        self.reopened += 1
+                    except OSError:
+                        pass
+        for sock in socks:
+            sock.close()
+
+    def close(self):
+        self.stop.set()
+        self.thread.join(10)
+
+
+def keep_alive_holders(port: int, count: int) -> list[http.client.HTTPConnection]:
+    """Clients that make one request and then keep their connection open, idle."""
+    holders = []
+    for _ in range(count):
+        conn = http.client.HTTPConnection(HOST, port, timeout=5)
+        conn.request("GET", "/health")
+        response = conn.getresponse()
+        response.read()
+        assert response.status == 200
+        holders.append(conn)
+    return holders
+
+
+def probe(port: int, path: str, timeout: float) -> tuple[int, float]:
+    started = time.monotonic()
+    conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        response.read()
+        return response.status, time.monotonic() - started
+    finally:
+        conn.close()
+
+
+def test_health_endpoints_answer_during_slowloris_and_keep_alive_holds(bus_factory):
+    """100 slowloris connections and 16 idle keep-alive connections on the metrics port: fresh
+    /health, /ready and /metrics requests are still answered at once (before the fix, they
+    timed out for the whole attack: 16 connections were served at once, each cut after 10 s)."""
+    bus, port = metrics_bus(bus_factory)
+    holders = keep_alive_holders(port, 16)
+    attack = Slowloris(port, 100)
+    try:
+        time.sleep(1.5)  # the attack is in full swing: every place has been taken
+        latencies = []
+        for round_ in range(10):
+            for path in ("/health", "/ready", "/metrics"):
+                # A probe's usual timeout is 1 s or more; allow 2 s on a loaded CI machine.
+                status, took = probe(port, path, timeout=2)
+                assert status == 200, (path, status)
+                latencies.append(took)
+            time.sleep(0.2)
+        assert attack.thread.is_alive()
+    finally:
+        attack.close()
+        for conn in holders:
+            conn.close()
+    assert bus.alive()
+    latencies.sort()
+    print(f"probe latency during the attack: median {latencies[len(latencies) // 2] * 1000:.1f} ms, "
+          f"max {latencies[-1] * 1000:.1f} ms over {len(latencies)} probes")
+    # Health answered after the attack too.
+    assert probe(port, "/health", timeout=2)[0] == 200
