@@ -114,3 +114,49 @@ def test_health_endpoints_answer_during_slowloris_and_keep_alive_holds(bus_facto
           f"max {latencies[-1] * 1000:.1f} ms over {len(latencies)} probes")
     # Health answered after the attack too.
     assert probe(port, "/health", timeout=2)[0] == 200
+
+
+# --------------------------------------------------------------------------- manage requests
+
+
+def test_oversized_requests_get_an_error_that_names_the_limit(bus):
+    """A 900 KB topic, a 2 KB topic and 5,000 topics in one request: each is refused with a
+    reply that says which limit, nothing is subscribed, and the log stays small."""
+    before = len(bus.log())
+    cases = [
+        ({"action": "subscribe", "topic": "x" * 900_000}, "max_request_size"),
+        ({"action": "subscribe", "topic": "y" * 2_000}, "max_topic_length"),
+        ({"action": "subscribe", "topic": [f"t{i}" for i in range(5_000)]}, "max_topics_per_request"),
+    ]
+    for request, limit in cases:
+        reply = bus.manage(request)
+        assert reply["status"] == "error" and limit in reply["reason"], reply
+    # A normal subscription still works.
+    assert bus.manage({"action": "subscribe", "topic": "stix2/indicator"})["status"] == "success"
+    grown = len(bus.log()) - before
+    assert grown < 10_000, f"{grown} bytes of log for three refused requests"
+    assert "x" * 300 not in bus.log() and "y" * 300 not in bus.log()
+
+
+def test_subscriptions_are_capped_with_a_clear_reply(bus_factory):
+    bus = bus_factory(extra_zmq_keys={"max_subscriptions": 5})
+    p2p = [bus.manage({"action": "subscribe", "topic": "stix2/indicator"})["topic"] for _ in range(5)]
+    reply = bus.manage({"action": "subscribe", "topic": "stix2/indicator"})
+    assert reply["status"] == "error" and "max_subscriptions (5)" in reply["reason"], reply
+    assert bus.manage({"action": "unsubscribe", "topic": p2p[0]})["status"] == "success"
+    assert bus.manage({"action": "subscribe", "topic": "stix2/indicator"})["status"] == "success"
+
+
+def test_a_flood_of_garbage_requests_does_not_flood_the_log(bus):
+    """2,000 refused requests of 60 KB each (at DEBUG level): the log grows by a few lines per
+    5 s per kind, with counts of what was left out, not by the requests."""
+    before = len(bus.log())
+    garbage = b"{" + b"\xff" * 60_000
+    for _ in range(1_000):
+        assert bus.manage(garbage)["status"] == "error"
+    for _ in range(1_000):
+        assert bus.manage({"action": "heartbeat", "topic": "z" * 60_000})["status"] == "error"
+    assert bus.manage({"action": "subscribe", "topic": "stix2/indicator"})["status"] == "success"
+    grown = len(bus.log()) - before
+    assert grown < 50_000, f"{grown} bytes of log for 2,000 refused requests"
+    assert "suppressed=" in bus.log()

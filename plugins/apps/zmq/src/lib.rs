@@ -56,10 +56,40 @@ pub struct ZmqConfig {
     /// seconds. Off by default, like upstream: apps that never send heartbeats keep working.
     #[serde(default)]
     pub subscription_timeout: Option<u64>,
+    /// Largest management request answered, in bytes; a larger one gets an error reply that
+    /// names this key. Default 65536.
+    #[serde(default = "default_max_request_size")]
+    pub max_request_size: usize,
+    /// Longest topic a subscription may name, in bytes. Default 1024.
+    #[serde(default = "default_max_topic_length")]
+    pub max_topic_length: usize,
+    /// Most topics one subscribe request may name. Default 64.
+    #[serde(default = "default_max_topics_per_request")]
+    pub max_topics_per_request: usize,
+    /// Most subscriptions the ZeroMQ app holds at once; a subscribe beyond it gets an error
+    /// reply that names this key. Default 1024.
+    #[serde(default = "default_max_subscriptions")]
+    pub max_subscriptions: usize,
 }
 
 fn default_max_message_size() -> i64 {
     1024 * 1024
+}
+
+fn default_max_request_size() -> usize {
+    64 * 1024
+}
+
+fn default_max_topic_length() -> usize {
+    1024
+}
+
+fn default_max_topics_per_request() -> usize {
+    64
+}
+
+fn default_max_subscriptions() -> usize {
+    1024
 }
 
 /// ZeroMQ's own default, which the Python Threat Bus runs with.
@@ -116,6 +146,19 @@ impl ZmqConfig {
                 ));
             }
         }
+        for (name, value) in [
+            ("max_request_size", config.max_request_size),
+            ("max_topic_length", config.max_topic_length),
+            ("max_topics_per_request", config.max_topics_per_request),
+            ("max_subscriptions", config.max_subscriptions),
+        ] {
+            if value < 1 {
+                return Err(ConfigError::new(
+                    format!("{KEY}.{name}"),
+                    format!("must be at least 1, got {value}"),
+                ));
+            }
+        }
         if config.subscription_timeout == Some(0) {
             return Err(ConfigError::new(
                 format!("{KEY}.subscription_timeout"),
@@ -123,6 +166,15 @@ impl ZmqConfig {
             ));
         }
         Ok(config)
+    }
+
+    /// What one management request may carry.
+    pub fn limits(&self) -> manage::Limits {
+        manage::Limits {
+            max_request_size: self.max_request_size,
+            max_topic_length: self.max_topic_length,
+            max_topics_per_request: self.max_topics_per_request,
+        }
     }
 
     /// `tcp://host:port`, with brackets around IPv6 addresses.

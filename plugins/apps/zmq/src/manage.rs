@@ -56,6 +56,66 @@ pub fn subscribed_reply(p2p_topic: &str, pub_port: u16, sub_port: u16) -> String
     .to_string()
 }
 
+/// What one management request may carry (the `max_*` keys of `plugins.apps.zmq`), so that
+/// a request's cost to the bus is bounded whoever sends it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Bytes of one request.
+    pub max_request_size: usize,
+    /// Bytes of one topic.
+    pub max_topic_length: usize,
+    /// Topics in one subscribe request.
+    pub max_topics_per_request: usize,
+}
+
+/// Why a request is refused: upstream's error replies, or a limit, named in the reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    Status(Status),
+    /// `{"status": "error", "reason": "..."}`: which limit the request exceeds, or what failed.
+    WithReason(String),
+}
+
+impl Refusal {
+    /// The reply's JSON text.
+    pub fn to_json(&self) -> String {
+        match self {
+            Self::Status(status) => status.to_json(),
+            Self::WithReason(reason) => json!({ "status": "error", "reason": reason }).to_string(),
+        }
+    }
+}
+
+/// Decodes a request within `limits`: the size is checked before anything is parsed, topics
+/// after.
+pub fn decode_within(payload: &[u8], limits: &Limits) -> Result<Request, Refusal> {
+    if payload.len() > limits.max_request_size {
+        return Err(Refusal::WithReason(format!(
+            "request of {} bytes exceeds max_request_size ({} bytes)",
+            payload.len(),
+            limits.max_request_size
+        )));
+    }
+    let request = decode(payload).map_err(Refusal::Status)?;
+    if let Request::Subscribe { topics, .. } = &request {
+        if topics.len() > limits.max_topics_per_request {
+            return Err(Refusal::WithReason(format!(
+                "{} topics exceed max_topics_per_request ({})",
+                topics.len(),
+                limits.max_topics_per_request
+            )));
+        }
+        if let Some(long) = topics.iter().find(|t| t.len() > limits.max_topic_length) {
+            return Err(Refusal::WithReason(format!(
+                "a topic of {} bytes exceeds max_topic_length ({} bytes)",
+                long.len(),
+                limits.max_topic_length
+            )));
+        }
+    }
+    Ok(request)
+}
+
 /// Decodes a request, or says which error reply it gets.
 pub fn decode(payload: &[u8]) -> Result<Request, Status> {
     let Ok(Value::Object(request)) = serde_json::from_slice::<Value>(payload) else {
@@ -159,6 +219,49 @@ mod tests {
 
     fn decode_json(value: Value) -> Result<Request, Status> {
         decode(value.to_string().as_bytes())
+    }
+
+    #[test]
+    fn limits_are_checked_and_named_in_the_reply() {
+        let limits = Limits {
+            max_request_size: 200,
+            max_topic_length: 20,
+            max_topics_per_request: 3,
+        };
+        let within = |value: Value| decode_within(value.to_string().as_bytes(), &limits);
+        assert!(within(json!({"action": "subscribe", "topic": ["a", "b", "c"]})).is_ok());
+        let reason = |refusal: Result<Request, Refusal>| match refusal {
+            Err(Refusal::WithReason(reason)) => reason,
+            other => panic!("{other:?}"),
+        };
+        let too_many = reason(within(
+            json!({"action": "subscribe", "topic": ["a", "b", "c", "d"]}),
+        ));
+        assert_eq!(too_many, "4 topics exceed max_topics_per_request (3)");
+        let too_long = reason(within(
+            json!({"action": "subscribe", "topic": "x".repeat(21)}),
+        ));
+        assert_eq!(
+            too_long,
+            "a topic of 21 bytes exceeds max_topic_length (20 bytes)"
+        );
+        let too_big = reason(decode_within(&[b' '; 201], &limits));
+        assert_eq!(
+            too_big,
+            "request of 201 bytes exceeds max_request_size (200 bytes)"
+        );
+        let reply: Value =
+            serde_json::from_str(&Refusal::WithReason(too_big.clone()).to_json()).unwrap();
+        assert_eq!(reply, json!({"status": "error", "reason": too_big}));
+        // Other refusals keep upstream's replies.
+        assert_eq!(
+            decode_within(b"FOO", &limits),
+            Err(Refusal::Status(Status::Error))
+        );
+        assert_eq!(
+            Refusal::Status(Status::UnknownRequest).to_json(),
+            r#"{"status":"unknown request"}"#
+        );
     }
 
     #[test]

@@ -9,11 +9,12 @@ use std::time::{Duration, Instant};
 use jiff::SignedDuration;
 use rand::Rng;
 use threatbus_core::queue::{SubscriberId, SubscriberOptions};
+use threatbus_core::throttle::{LogThrottle, bounded, bounded_list};
 use threatbus_core::{BusHandle, PluginError, Shutdown};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::manage::{self, Request, Status};
+use crate::manage::{self, Refusal, Request, Status};
 use crate::{ZmqConfig, publisher, receiver};
 
 /// How often the socket threads look at the shutdown token.
@@ -49,7 +50,10 @@ pub(crate) async fn run(
         pub_port: sockets.pub_port,
         sub_port: sockets.sub_port,
         timeout: config.subscription_timeout.map(Duration::from_secs),
+        limits: config.limits(),
+        max_subscriptions: config.max_subscriptions,
         subscriptions: HashMap::new(),
+        logs: ManageLogs::default(),
     };
     let threads = [
         spawn_thread("zmq-manage", failures_tx.clone(), {
@@ -221,33 +225,86 @@ struct Manager {
     pub_port: u16,
     sub_port: u16,
     timeout: Option<Duration>,
+    limits: manage::Limits,
+    max_subscriptions: usize,
     subscriptions: HashMap<String, Subscription>,
+    logs: ManageLogs,
+}
+
+/// One throttle per kind of line a manage client can cause, so a flood of one kind neither
+/// fills the log nor hides the others.
+struct ManageLogs {
+    rejected: LogThrottle,
+    failed: LogThrottle,
+    subscribed: LogThrottle,
+    unsubscribed: LogThrottle,
+    unknown: LogThrottle,
+}
+
+impl Default for ManageLogs {
+    fn default() -> Self {
+        let burst = |n| LogThrottle::new(n, Duration::from_secs(5));
+        Self {
+            rejected: burst(10),
+            failed: burst(10),
+            // Each subscription is worth a line, but a subscribe loop is not worth thousands.
+            subscribed: burst(50),
+            unsubscribed: burst(50),
+            unknown: burst(10),
+        }
+    }
 }
 
 impl Manager {
     fn handle(&mut self, payload: &[u8]) -> String {
-        match manage::decode(payload) {
-            Err(status) => {
-                tracing::debug!(request = %String::from_utf8_lossy(&payload[..payload.len().min(200)]), reply = ?status, "rejected management request");
-                status.to_json()
+        match manage::decode_within(payload, &self.limits) {
+            Err(refusal) => {
+                if let Some(suppressed) = self.logs.rejected.allow() {
+                    let reason = match &refusal {
+                        Refusal::Status(status) => format!("{status:?}"),
+                        Refusal::WithReason(reason) => reason.clone(),
+                    };
+                    tracing::debug!(
+                        request = %threatbus_core::throttle::bounded_bytes(payload),
+                        %reason,
+                        suppressed,
+                        "rejected management request"
+                    );
+                }
+                refusal.to_json()
             }
             Ok(Request::Subscribe {
                 topics,
                 snapshot_days,
             }) => self
                 .subscribe(topics, snapshot_days)
-                .unwrap_or_else(|reason| {
-                    tracing::warn!(reason, "subscription failed");
-                    Status::Error.to_json()
+                .unwrap_or_else(|refusal| {
+                    if let Some(suppressed) = self.logs.failed.allow() {
+                        let reason = match &refusal {
+                            Refusal::Status(status) => format!("{status:?}"),
+                            Refusal::WithReason(reason) => reason.clone(),
+                        };
+                        tracing::warn!(%reason, suppressed, "subscription failed");
+                    }
+                    refusal.to_json()
                 }),
             Ok(Request::Unsubscribe { p2p_topic }) => match self.subscriptions.remove(&p2p_topic) {
                 Some(subscription) => {
                     let _ = self.bus.blocking_remove_subscriber(subscription.id);
-                    tracing::info!(p2p_topic, topics = ?subscription.topics, "ZeroMQ app unsubscribed");
+                    if let Some(suppressed) = self.logs.unsubscribed.allow() {
+                        tracing::info!(
+                            p2p_topic,
+                            topics = %bounded_list(&subscription.topics),
+                            suppressed,
+                            "ZeroMQ app unsubscribed"
+                        );
+                    }
                     Status::Success.to_json()
                 }
                 None => {
-                    tracing::debug!(p2p_topic, "unsubscribe for an unknown p2p topic");
+                    if let Some(suppressed) = self.logs.unknown.allow() {
+                        tracing::debug!(p2p_topic = %bounded(&p2p_topic), suppressed, "unsubscribe for an unknown p2p topic");
+                    }
                     Status::Error.to_json()
                 }
             },
@@ -257,14 +314,31 @@ impl Manager {
                     Status::Success.to_json()
                 }
                 None => {
-                    tracing::debug!(p2p_topic, "heartbeat for an unknown p2p topic");
+                    if let Some(suppressed) = self.logs.unknown.allow() {
+                        tracing::debug!(p2p_topic = %bounded(&p2p_topic), suppressed, "heartbeat for an unknown p2p topic");
+                    }
                     Status::Error.to_json()
                 }
             },
         }
     }
 
-    fn subscribe(&mut self, topics: Vec<String>, snapshot_days: i64) -> Result<String, String> {
+    fn subscribe(&mut self, topics: Vec<String>, snapshot_days: i64) -> Result<String, Refusal> {
+        if self.subscriptions.len() >= self.max_subscriptions {
+            return Err(Refusal::WithReason(format!(
+                "the ZeroMQ app holds max_subscriptions ({}) subscriptions",
+                self.max_subscriptions
+            )));
+        }
+        self.add_subscription(topics, snapshot_days)
+            .map_err(Refusal::WithReason)
+    }
+
+    fn add_subscription(
+        &mut self,
+        topics: Vec<String>,
+        snapshot_days: i64,
+    ) -> Result<String, String> {
         let snapshot = match snapshot_days {
             0 => None,
             days => Some(
@@ -291,7 +365,15 @@ impl Manager {
             let _ = self.bus.blocking_remove_subscriber(id);
             return Err(err.to_string());
         }
-        tracing::info!(p2p_topic, ?topics, snapshot_days, "ZeroMQ app subscribed");
+        if let Some(suppressed) = self.logs.subscribed.allow() {
+            tracing::info!(
+                p2p_topic,
+                topics = %bounded_list(&topics),
+                snapshot_days,
+                suppressed,
+                "ZeroMQ app subscribed"
+            );
+        }
         self.subscriptions.insert(
             p2p_topic.clone(),
             Subscription {
