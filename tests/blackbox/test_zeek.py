@@ -623,3 +623,59 @@ def test_connections_and_handshakes_are_capped(bus_factory):
     again.ping(b"y")
     again.wait_pong(b"y")
     assert bus.alive()
+
+
+# --------------------------------------------------------------------------- careless and hostile peers
+
+
+def test_a_subscription_whose_p2p_topic_zeek_never_covers_is_removed(bus_factory):
+    """A peer that subscribes but never subscribes to its p2p topic (so nothing can be sent to
+    it) loses the subscription after p2p_timeout; one that does keeps it."""
+    bus = start_zeek_bus(bus_factory, metrics=True, p2p_timeout=1)
+    publisher = synced_publisher(bus)
+    careless = peer(bus)
+    careless.publish("threatbus/manage", brokerpeer.event("Tenzir::subscribe", s("stix2/indicator"), ("timespan", 0)))
+    _, name, args = careless.recv_event()
+    assert name == "Tenzir::subscription_acknowledged"
+    good = peer(bus)
+    p2p = subscribe(good)
+    wait_logged(bus, "Zeek did not subscribe to its p2p topic in time; subscription removed", timeout=10)
+    line = next(l for l in bus.log().splitlines() if "did not subscribe to its p2p topic" in l)
+    assert brokerpeer.plain(args[0]) in line, line
+    deadline = time.monotonic() + 5
+    while scrape(bus.metrics_port)['threatbus_subscribers{app="zeek"}'] != 1:
+        assert time.monotonic() < deadline, "the careless subscription is still there"
+        time.sleep(0.1)
+    time.sleep(1.5)
+    # The peer that covered its topic still gets intel; the careless one still answers pings.
+    indicator = make_indicator("3.3.3.3")
+    publisher.send("stix2/indicator", indicator)
+    assert intel(good, p2p)[1] == indicator["id"]
+    careless.ping(b"x")
+    careless.wait_pong(b"x")
+
+
+def test_huge_and_invalid_events_do_not_flood_the_log(zeek_bus):
+    """20 subscribes with a 900 KB topic and 2,000 invalid sightings: refused and dropped, with a
+    few bounded log lines (before: 68 MiB of log, the topic printed as a list of bytes, and one
+    WARN line per sighting)."""
+    receiver = zeek_bus.subscriber("stix2/sighting")
+    zeek = peer(zeek_bus)
+    before = len(zeek_bus.log())
+    huge = "x" * 900_000
+    for _ in range(20):
+        zeek.publish("threatbus/manage", brokerpeer.event("Tenzir::subscribe", s(huge), ("timespan", 0)))
+    for _ in range(2_000):
+        zeek.publish("stix2/sighting", brokerpeer.event("Tenzir::sighting", ("timestamp", 1), s("not-an-id"), ("table", [])))
+    zeek.publish("stix2/sighting", brokerpeer.event("Tenzir::sighting", ("timestamp", 1), s(ID), ("table", [])))
+    assert receiver.recv_n(1, timeout=15)[0][1]["sighting_of_ref"] == ID
+    zeek.ping(b"alive")
+    zeek.wait_pong(b"alive")
+    zeek.expect_no_event(0.5)  # no acknowledgement for the huge topic
+    wait_logged(zeek_bus, "longer than the limit")
+    grown = len(zeek_bus.log()) - before
+    assert grown < 20_000, f"{grown} bytes of log"
+    log = zeek_bus.log()[before:]
+    assert "x" * 300 not in log and "120, 120, 120" not in log
+    assert log.count("invalid sighting from Zeek") <= 20, log.count("invalid sighting from Zeek")
+    assert "suppressed=" in log

@@ -69,6 +69,15 @@ pub struct ZeekConfig {
         deserialize_with = "seconds"
     )]
     pub handshake_timeout: Duration,
+    /// Seconds a subscription waits for Zeek to subscribe to its p2p topic (Zeek does so right
+    /// after the acknowledgement); after that it is removed with a log line, so that
+    /// subscriptions nobody reads do not hold intel in memory. Default 60.
+    #[serde(
+        serialize_with = "threatbus_core::config::serialize_seconds",
+        default = "default_p2p_timeout",
+        deserialize_with = "seconds"
+    )]
+    pub p2p_timeout: Duration,
     /// Zeek connections held at once, handshakes included; a connection beyond it is closed
     /// at once (logged, throttled, and counted in `threatbus_zeek_refused_connections_total`).
     /// Default 256.
@@ -120,6 +129,10 @@ fn default_ping() -> Duration {
 
 fn default_handshake() -> Duration {
     Duration::from_secs(10)
+}
+
+fn default_p2p_timeout() -> Duration {
+    Duration::from_secs(60)
 }
 
 fn default_max_connections() -> usize {
@@ -232,6 +245,7 @@ mod tests {
             assert!(config.allow_plain && config.tls.is_none());
             assert_eq!(config.max_frame_size, 1 << 20);
             assert_eq!((config.max_connections, config.max_handshakes), (256, 32));
+            assert_eq!(config.p2p_timeout, Duration::from_secs(60));
         }
     }
 

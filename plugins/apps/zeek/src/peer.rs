@@ -30,6 +30,7 @@ use threatbus_broker::frame::{
 use threatbus_broker::handshake::{HandshakeFailure, Handshaker, TcpRole};
 use threatbus_broker::zeek::Event;
 use threatbus_broker::{EndpointId, OwnEndpointId};
+use threatbus_core::throttle::{LogThrottle, bounded, bounded_bytes};
 use threatbus_core::{Body, BusHandle, SubscriberId, SubscriberOptions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
@@ -70,6 +71,44 @@ const MAX_SUBSCRIPTIONS: usize = 64;
 /// Encoded frames the subscriptions may queue for the writer.
 const OUTGOING_QUEUE: usize = 256;
 
+/// Longest topic a `subscribe` may name, in bytes (as the ZeroMQ app's default
+/// `max_topic_length`): a longer one is refused.
+const MAX_TOPIC_LENGTH: usize = 1024;
+
+/// One throttle per kind of line a Zeek peer can cause with what it sends.
+#[derive(Default)]
+struct PeerLogs {
+    not_an_event: LogThrottle,
+    bad_sighting: LogThrottle,
+    bad_subscribe: LogThrottle,
+    bad_unsubscribe: LogThrottle,
+    refused: LogThrottle,
+    ignored: LogThrottle,
+}
+
+/// Event arguments from Zeek as bounded text for a log line: the type of each, strings cut to
+/// [`threatbus_core::throttle::LOG_VALUE_MAX`] bytes, containers by their size only.
+fn describe(args: &[Data]) -> String {
+    let parts: Vec<String> = args
+        .iter()
+        .take(8)
+        .map(|arg| match arg {
+            Data::String(bytes) => format!("string {:?}", bounded_bytes(bytes)),
+            Data::EnumValue(name) => format!("enum {:?}", bounded(name)),
+            Data::Vector(items) => format!("vector of {}", items.len()),
+            Data::Set(items) => format!("set of {}", items.len()),
+            Data::Table(items) => format!("table of {}", items.len()),
+            other => format!("{other:?}"),
+        })
+        .collect();
+    let more = args.len().saturating_sub(parts.len());
+    if more > 0 {
+        format!("[{}, … {more} more]", parts.join(", "))
+    } else {
+        format!("[{}]", parts.join(", "))
+    }
+}
+
 /// Settings shared by all peers.
 pub struct PeerSettings {
     pub own_id: OwnEndpointId,
@@ -77,6 +116,8 @@ pub struct PeerSettings {
     pub max_frame_size: usize,
     pub ping_interval: Duration,
     pub handshake_timeout: Duration,
+    /// How long a subscription may wait for Zeek to cover its p2p topic.
+    pub p2p_timeout: Duration,
     pub refusals: Refusals,
 }
 
@@ -203,6 +244,7 @@ pub async fn serve(
         subscriptions: HashMap::new(),
         held: Vec::new(),
         last_heard: Instant::now(),
+        logs: PeerLogs::default(),
     };
     let end = session.run(outgoing, &stop).await;
     session.remove_subscriptions().await;
@@ -329,6 +371,8 @@ impl Connection {
 struct Subscription {
     id: SubscriberId,
     forwarder: JoinHandle<()>,
+    /// Since when Zeek's filter has not covered the p2p topic (None while it does).
+    uncovered_since: Option<Instant>,
 }
 
 impl Subscription {
@@ -350,6 +394,7 @@ struct Session {
     /// Data for Zeek held until the ready pong (acknowledgements).
     held: Vec<Vec<u8>>,
     last_heard: Instant,
+    logs: PeerLogs,
 }
 
 impl Session {
@@ -364,7 +409,14 @@ impl Session {
         {
             return End::Failed(why);
         }
-        let mut ping = tokio::time::interval(self.settings.ping_interval);
+        // Ticks often enough for the p2p timeout too; pings still go every ping_interval.
+        let mut ping = tokio::time::interval(
+            self.settings
+                .ping_interval
+                .min(self.settings.p2p_timeout / 2)
+                .max(Duration::from_millis(100)),
+        );
+        let mut last_ping = Instant::now();
         ping.tick().await;
         loop {
             tokio::select! {
@@ -388,12 +440,16 @@ impl Session {
                     }
                 }
                 _ = ping.tick() => {
+                    self.drop_uncovered_subscriptions().await;
                     let silent = self.last_heard.elapsed();
                     if silent > self.settings.ping_interval * 2 {
                         return End::Failed(format!("no answer for {silent:.0?} (dead peer)"));
                     }
-                    if let Err(why) = self.send_internal(EnvelopeType::Ping, ALIVE_PING.to_vec()).await {
-                        return End::Failed(why);
+                    if last_ping.elapsed() >= self.settings.ping_interval {
+                        last_ping = Instant::now();
+                        if let Err(why) = self.send_internal(EnvelopeType::Ping, ALIVE_PING.to_vec()).await {
+                            return End::Failed(why);
+                        }
                     }
                 }
             }
@@ -456,7 +512,14 @@ impl Session {
             }
             EnvelopeType::RoutingUpdate => match envelope.filter() {
                 Ok(filter) => {
-                    tracing::debug!(peer = %self.remote, filter = ?printable(&filter), "Zeek's subscriptions changed");
+                    tracing::debug!(peer = %self.remote, filter = %threatbus_core::throttle::bounded_list(&printable(&filter)), "Zeek's subscriptions changed");
+                    for (p2p, subscription) in &mut self.subscriptions {
+                        if filter_matches(&filter, p2p.as_bytes()) {
+                            subscription.uncovered_since = None;
+                        } else if subscription.uncovered_since.is_none() {
+                            subscription.uncovered_since = Some(Instant::now());
+                        }
+                    }
                     self.gate.send_modify(|gate| gate.filter = filter);
                 }
                 Err(err) => return Err(format!("bad routing update: {err}")),
@@ -477,7 +540,9 @@ impl Session {
             Ok(Some(event)) => event,
             Ok(None) => return,
             Err(err) => {
-                tracing::warn!(peer = %self.remote, %topic, error = %err, "Zeek sent data that is not a Zeek event");
+                if let Some(suppressed) = self.logs.not_an_event.allow() {
+                    tracing::warn!(peer = %self.remote, topic = %bounded(&topic), error = %err, suppressed, "Zeek sent data that is not a Zeek event");
+                }
                 return;
             }
         };
@@ -492,11 +557,15 @@ impl Session {
                     }
                 }
                 Err(err) => {
-                    tracing::warn!(peer = %self.remote, error = %err, "invalid sighting from Zeek, dropped")
+                    if let Some(suppressed) = self.logs.bad_sighting.allow() {
+                        tracing::warn!(peer = %self.remote, error = %bounded(&err.to_string()), suppressed, "invalid sighting from Zeek, dropped")
+                    }
                 }
             },
             _ => {
-                tracing::debug!(peer = %self.remote, %topic, event = %event.name, "ignoring an event")
+                if let Some(suppressed) = self.logs.ignored.allow() {
+                    tracing::debug!(peer = %self.remote, topic = %bounded(&topic), event = %bounded(&event.name), suppressed, "ignoring an event")
+                }
             }
         }
     }
@@ -507,12 +576,22 @@ impl Session {
                 (topic.as_str().unwrap_or_default().to_owned(), *ns)
             }
             _ => {
-                tracing::warn!(peer = %self.remote, ?args, "invalid subscribe from Zeek (expected topic: string, snapshot_intel: interval)");
+                if let Some(suppressed) = self.logs.bad_subscribe.allow() {
+                    tracing::warn!(peer = %self.remote, args = %describe(args), suppressed, "invalid subscribe from Zeek (expected topic: string, snapshot_intel: interval)");
+                }
                 return;
             }
         };
+        if topic.len() > MAX_TOPIC_LENGTH {
+            if let Some(suppressed) = self.logs.refused.allow() {
+                tracing::warn!(peer = %self.remote, topic = %bounded(&topic), length = topic.len(), limit = MAX_TOPIC_LENGTH, suppressed, "Zeek subscribed to a topic longer than the limit; subscribe refused");
+            }
+            return;
+        }
         if self.subscriptions.len() >= MAX_SUBSCRIPTIONS {
-            tracing::warn!(peer = %self.remote, %topic, limit = MAX_SUBSCRIPTIONS, "Zeek holds too many subscriptions; subscribe refused");
+            if let Some(suppressed) = self.logs.refused.allow() {
+                tracing::warn!(peer = %self.remote, topic = %bounded(&topic), limit = MAX_SUBSCRIPTIONS, suppressed, "Zeek holds too many subscriptions; subscribe refused");
+            }
             return;
         }
         let suffix: String = (0..P2P_SUFFIX)
@@ -560,13 +639,22 @@ impl Session {
             self.settings.clone(),
         ));
         tracing::info!(peer = %self.remote, %topic, %p2p, snapshot = ?snapshot, "Zeek subscribed");
-        self.subscriptions
-            .insert(p2p, Subscription { id, forwarder });
+        let covered = filter_matches(&self.gate.borrow().filter, p2p.as_bytes());
+        self.subscriptions.insert(
+            p2p,
+            Subscription {
+                id,
+                forwarder,
+                uncovered_since: (!covered).then(Instant::now),
+            },
+        );
     }
 
     async fn on_unsubscribe(&mut self, args: &[Data]) {
         let [p2p] = args else {
-            tracing::warn!(peer = %self.remote, ?args, "invalid unsubscribe from Zeek (expected one p2p topic)");
+            if let Some(suppressed) = self.logs.bad_unsubscribe.allow() {
+                tracing::warn!(peer = %self.remote, args = %describe(args), suppressed, "invalid unsubscribe from Zeek (expected one p2p topic)");
+            }
             return;
         };
         let p2p = p2p.as_str().unwrap_or_default();
@@ -578,7 +666,35 @@ impl Session {
             // Zeek unsubscribes its old p2p topic whenever it (re)peers, and at exit even when
             // it has none.
             None => {
-                tracing::debug!(peer = %self.remote, %p2p, "unsubscribe for an unknown p2p topic")
+                if let Some(suppressed) = self.logs.ignored.allow() {
+                    tracing::debug!(peer = %self.remote, p2p = %bounded(p2p), suppressed, "unsubscribe for an unknown p2p topic")
+                }
+            }
+        }
+    }
+
+    /// Removes the subscriptions whose p2p topic Zeek has not covered for `p2p_timeout`:
+    /// nobody reads them, and their bus queues would hold intel for nobody.
+    async fn drop_uncovered_subscriptions(&mut self) {
+        let timeout = self.settings.p2p_timeout;
+        let stale: Vec<String> = self
+            .subscriptions
+            .iter()
+            .filter(|(_, s)| {
+                s.uncovered_since
+                    .is_some_and(|since| since.elapsed() >= timeout)
+            })
+            .map(|(p2p, _)| p2p.clone())
+            .collect();
+        for p2p in stale {
+            if let Some(subscription) = self.subscriptions.remove(&p2p) {
+                subscription.end(&self.bus).await;
+                tracing::warn!(
+                    peer = %self.remote,
+                    %p2p,
+                    timeout = ?timeout,
+                    "Zeek did not subscribe to its p2p topic in time; subscription removed"
+                );
             }
         }
     }

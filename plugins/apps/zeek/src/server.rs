@@ -87,6 +87,7 @@ pub async fn run(
         max_frame_size: config.max_frame_size,
         ping_interval: config.ping_interval,
         handshake_timeout: config.handshake_timeout,
+        p2p_timeout: config.p2p_timeout,
         refusals: Refusals::new(&bus),
     });
     tracing::info!(
