@@ -1,5 +1,6 @@
-"""Careless and hostile clients: each probe of the review that found them, with smaller counts
-that still show the effect (scripts/attack.py runs the full loads and prints the figures)."""
+"""Careless and hostile clients: the probes of the review that found them, with smaller counts
+that still show the effect (the metrics listener, ZeroMQ management requests; the Zeek probes
+are in test_zeek.py, the signals in test_signals.py)."""
 
 from __future__ import annotations
 

@@ -76,6 +76,11 @@ fn default_max_message_size() -> i64 {
     1024 * 1024
 }
 
+/// A count as a signed number for the range checks (saturating; counts that large are fine).
+fn count(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
 fn default_max_request_size() -> usize {
     64 * 1024
 }
@@ -135,23 +140,18 @@ impl ZmqConfig {
                 ),
             ));
         }
-        for (name, hwm) in [
-            ("send_hwm", config.send_hwm),
-            ("receive_hwm", config.receive_hwm),
-        ] {
-            if hwm < 1 {
-                return Err(ConfigError::new(
-                    format!("{KEY}.{name}"),
-                    format!("must be at least 1, got {hwm}"),
-                ));
-            }
-        }
-        for (name, value) in [
-            ("max_request_size", config.max_request_size),
-            ("max_topic_length", config.max_topic_length),
-            ("max_topics_per_request", config.max_topics_per_request),
-            ("max_subscriptions", config.max_subscriptions),
-        ] {
+        let at_least_one = [
+            ("send_hwm", i64::from(config.send_hwm)),
+            ("receive_hwm", i64::from(config.receive_hwm)),
+            ("max_request_size", count(config.max_request_size)),
+            ("max_topic_length", count(config.max_topic_length)),
+            (
+                "max_topics_per_request",
+                count(config.max_topics_per_request),
+            ),
+            ("max_subscriptions", count(config.max_subscriptions)),
+        ];
+        for (name, value) in at_least_one {
             if value < 1 {
                 return Err(ConfigError::new(
                     format!("{KEY}.{name}"),
