@@ -3,8 +3,10 @@
 //!
 //! It is one task fed by one bounded channel, so subscribe, unsubscribe and deliveries apply in
 //! the order they were issued and the hot path takes no lock. For each of the four routing
-//! topics it keeps the list of subscribers whose subscriptions match (recomputed when the table
-//! changes), so routing a message costs one pointer copy per receiving subscriber.
+//! topics it keeps the sorted list of subscribers whose subscriptions match, so routing a
+//! message costs one pointer copy per receiving subscriber. A change to one subscriber's topics
+//! updates only that subscriber's place in the four lists: its cost depends on that
+//! subscriber's topics, not on how many topics other subscribers hold.
 //!
 //! Deviations from upstream (see docs/compatibility.md): a subscriber receives a message once
 //! even if several of its topics match; one subscribe call issues at most one snapshot id; the
@@ -258,8 +260,8 @@ impl Router {
                         for topic in &topics {
                             subscriber.topics.remove(topic);
                         }
-                        tracing::debug!(subscriber = %id, ?topics, "unsubscribed");
-                        self.recompute_routes();
+                        tracing::debug!(subscriber = %id, topics = %crate::throttle::bounded_list(&topics), "unsubscribed");
+                        self.update_routes(id);
                         Ok(())
                     }
                     None => Err(BusError::UnknownSubscriber(id.0)),
@@ -310,9 +312,9 @@ impl Router {
                 }
             }
         }
-        tracing::debug!(subscriber = %id, label = %subscriber.queue.options.label, ?topics, "subscribed");
+        tracing::debug!(subscriber = %id, label = %subscriber.queue.options.label, topics = %crate::throttle::bounded_list(&topics), "subscribed");
         subscriber.topics.extend(topics);
-        self.recompute_routes();
+        self.update_routes(id);
 
         let Some(duration) = snapshot.filter(|d| !d.is_zero()) else {
             return Ok(None);
@@ -360,21 +362,25 @@ impl Router {
         tracing::debug!(subscriber = %id, label = %subscriber.queue.options.label, "subscriber removed");
         self.snapshot_listeners.retain(|listener| *listener != id);
         self.pending.retain(|_, pending| pending.requester != id);
-        self.recompute_routes();
+        self.update_routes(id);
         true
     }
 
-    fn recompute_routes(&mut self) {
-        for (index, topic) in topic::ALL.iter().enumerate() {
+    /// Puts `id` into the routes its topics match and takes it out of the others (all of them
+    /// once it is gone).
+    fn update_routes(&mut self, id: SubscriberId) {
+        let topics = self.subscribers.get(&id).map(|s| &s.topics);
+        for (index, routing_topic) in topic::ALL.iter().enumerate() {
+            let receives = topics
+                .is_some_and(|topics| topics.iter().any(|t| topic::matches(t, routing_topic)));
             let route = &mut self.routes[index];
-            route.clear();
-            route.extend(
-                self.subscribers
-                    .iter()
-                    .filter(|(_, s)| s.topics.iter().any(|t| topic::matches(t, topic)))
-                    .map(|(id, _)| *id),
-            );
-            route.sort_unstable();
+            match (route.binary_search(&id), receives) {
+                (Ok(position), false) => {
+                    route.remove(position);
+                }
+                (Err(position), true) => route.insert(position, id),
+                _ => {}
+            }
         }
     }
 
