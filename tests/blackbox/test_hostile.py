@@ -161,3 +161,35 @@ def test_a_flood_of_garbage_requests_does_not_flood_the_log(bus):
     grown = len(bus.log()) - before
     assert grown < 50_000, f"{grown} bytes of log for 2,000 refused requests"
     assert "suppressed=" in bus.log()
+
+
+# --------------------------------------------------------------------------- config
+
+
+def test_check_refuses_bad_hosts_naming_the_key_with_a_short_message(tmp_path):
+    """A 50 MB host (before: accepted by check, then a 50 MB error line at start) and hosts that
+    are not host names are refused by `check`, each error naming our key, in a few lines."""
+    from conftest import to_yaml
+    from test_operability import run_cli
+
+    cases = [
+        ("plugins.apps.zmq.host", {"zmq": {"host": "a" * 50_000_000, "manage": 1, "pub": 2, "sub": 3}}),
+        ("plugins.apps.zmq.host", {"zmq": {"host": "no such host", "manage": 1, "pub": 2, "sub": 3}}),
+        ("plugins.apps.zeek.host", {"zmq": {"host": "127.0.0.1", "manage": 1, "pub": 2, "sub": 3},
+                                    "zeek": {"host": "http://zeek"}}),
+        ("plugins.apps.misp.zmq.host", {"zmq": {"host": "127.0.0.1", "manage": 1, "pub": 2, "sub": 3},
+                                        "misp": {"zmq": {"host": "misp:50000", "port": 50000}}}),
+    ]
+    for key, apps in cases:
+        path = tmp_path / "config.yaml"
+        path.write_text(to_yaml({"plugins": {"backbones": {"inmem": {}}, "apps": apps}}))
+        result = run_cli("check", "-c", str(path), timeout=120)
+        assert result.returncode == 1, result.stderr[-2000:]
+        errors = [line for line in result.stderr.splitlines() if line.strip().startswith(key)]
+        assert errors, result.stderr[-2000:]
+        assert len(result.stderr) < 2_000, len(result.stderr)
+    rabbit = {"host": "user@rabbit", "port": 5672, "username": "guest", "password": "guest"}
+    path.write_text(to_yaml({"plugins": {"backbones": {"rabbitmq": rabbit},
+                                         "apps": {"zmq": {"host": "127.0.0.1", "manage": 1, "pub": 2, "sub": 3}}}}))
+    result = run_cli("check", "-c", str(path))
+    assert result.returncode == 1 and "plugins.backbones.rabbitmq.host" in result.stderr, result.stderr

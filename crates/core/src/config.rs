@@ -191,10 +191,96 @@ pub fn lenient_string<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Stri
     }
 }
 
+/// The longest host name DNS allows.
+pub const MAX_HOST_LENGTH: usize = 253;
+
+/// Whether `text` is a host the bus can bind to or connect to: an IPv4 or IPv6 literal
+/// (IPv6 with or without brackets), or a DNS name of at most 253 bytes whose labels are 1 to 63
+/// letters, digits, `-` or `_` and neither start nor end with `-`. `Err` says what is wrong.
+pub fn check_host(text: &str) -> Result<(), String> {
+    let shown = crate::throttle::bounded(text);
+    if text.is_empty() {
+        return Err("expected a host name or IP address, got an empty string".into());
+    }
+    let unbracketed = text
+        .strip_prefix('[')
+        .and_then(|rest| rest.strip_suffix(']'))
+        .unwrap_or(text);
+    if unbracketed.parse::<std::net::IpAddr>().is_ok() {
+        return Ok(());
+    }
+    if text.len() > MAX_HOST_LENGTH {
+        return Err(format!(
+            "a host name has at most {MAX_HOST_LENGTH} bytes, got {} ({shown:?})",
+            text.len()
+        ));
+    }
+    let label_ok = |label: &str| {
+        (1..=63).contains(&label.len())
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+    };
+    let name = text.strip_suffix('.').unwrap_or(text);
+    if name.split('.').all(label_ok) {
+        Ok(())
+    } else {
+        Err(format!("expected a host name or IP address, got {shown:?}"))
+    }
+}
+
+/// Deserializes a host for a listener or a client: [`lenient_string`], trimmed, then
+/// [`check_host`].
+pub fn host<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    let text = lenient_string(deserializer)?.trim().to_owned();
+    check_host(&text).map_err(de::Error::custom)?;
+    Ok(text)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn hosts_are_addresses_or_dns_names() {
+        for good in [
+            "localhost",
+            "127.0.0.1",
+            "0.0.0.0",
+            "::1",
+            "[::1]",
+            "2001:db8::1",
+            "misp.example.org",
+            "misp.example.org.",
+            "rabbit_1",
+            "a-b.c",
+        ] {
+            assert_eq!(check_host(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "",
+            "no host",
+            "http://x",
+            "-x.org",
+            "x-.org",
+            "a..b",
+            "user@host",
+            "host:5672",
+            "[x]",
+            "ä.org",
+        ] {
+            assert!(check_host(bad).is_err(), "{bad}");
+        }
+        let long = "a".repeat(50_000_000);
+        let err = check_host(&long).unwrap_err();
+        assert!(err.len() < 400, "{}", err.len());
+        assert!(err.contains("at most 253 bytes, got 50000000"), "{err}");
+        let label = format!("{}.org", "a".repeat(64));
+        assert!(check_host(&label).is_err());
+    }
 
     #[test]
     fn bus_defaults_apply_to_a_missing_section() {

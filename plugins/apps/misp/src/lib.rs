@@ -83,7 +83,7 @@ fn default_page_size() -> u32 {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FeedConfig {
-    #[serde(deserialize_with = "lenient_string")]
+    #[serde(deserialize_with = "threatbus_core::config::host")]
     pub host: String,
     #[serde(deserialize_with = "port")]
     pub port: u16,

@@ -20,7 +20,7 @@ use std::time::Duration;
 use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use threatbus_core::config::{ConfigError, lenient_string, parse_section, port};
+use threatbus_core::config::{ConfigError, host, lenient_string, parse_section, port};
 use threatbus_core::{App, BoxFuture, BusHandle, PluginError, Shutdown};
 
 /// Where the section lives in the config file.
@@ -31,7 +31,7 @@ pub const KEY: &str = "plugins.apps.zeek";
 #[serde(deny_unknown_fields)]
 pub struct ZeekConfig {
     /// Address to listen on for Zeek's Broker connections. Default `localhost`.
-    #[serde(default = "default_host", deserialize_with = "lenient_string")]
+    #[serde(default = "default_host", deserialize_with = "host")]
     pub host: String,
     /// Port to listen on (Zeek's `Tenzir::broker_port`). Default 47761.
     #[serde(default = "default_port", deserialize_with = "port")]
@@ -176,12 +176,6 @@ impl ZeekConfig {
         let empty = Value::Object(Default::default());
         let section = if section.is_null() { &empty } else { section };
         let config: Self = parse_section(KEY, section)?;
-        if config.host.trim().is_empty() || config.host.contains(['/', ' ']) {
-            return Err(ConfigError::new(
-                format!("{KEY}.host"),
-                format!("expected a host name or IP address, got {:?}", config.host),
-            ));
-        }
         if config.module_namespace.contains(char::is_whitespace) {
             return Err(ConfigError::new(
                 format!("{KEY}.module_namespace"),

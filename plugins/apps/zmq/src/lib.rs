@@ -17,7 +17,7 @@ mod server;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use threatbus_core::config::{ConfigError, lenient_string, parse_section, port};
+use threatbus_core::config::{ConfigError, host, parse_section, port};
 use threatbus_core::{App, BoxFuture, BusHandle, PluginError, Shutdown};
 
 /// Settings of `plugins.apps.zmq`.
@@ -25,7 +25,7 @@ use threatbus_core::{App, BoxFuture, BusHandle, PluginError, Shutdown};
 #[serde(deny_unknown_fields)]
 pub struct ZmqConfig {
     /// Address all three sockets bind to, e.g. `127.0.0.1`, `0.0.0.0` or `::1`.
-    #[serde(deserialize_with = "lenient_string")]
+    #[serde(deserialize_with = "host")]
     pub host: String,
     /// Port of the management (REQ/REP) socket; conventionally 13370.
     #[serde(deserialize_with = "port")]
@@ -107,15 +107,6 @@ impl ZmqConfig {
     pub fn from_section(section: &Value) -> Result<Self, ConfigError> {
         const KEY: &str = "plugins.apps.zmq";
         let config: Self = parse_section(KEY, section)?;
-        if config.host.trim().is_empty() {
-            return Err(ConfigError::new(format!("{KEY}.host"), "must not be empty"));
-        }
-        if config.host.contains(['/', ' ', '[', ']']) {
-            return Err(ConfigError::new(
-                format!("{KEY}.host"),
-                format!("expected a host name or IP address, got {:?}", config.host),
-            ));
-        }
         let ports = [
             ("manage", config.manage),
             ("pub", config.pub_port),

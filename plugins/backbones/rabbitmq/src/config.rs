@@ -19,7 +19,7 @@ pub const KEY: &str = "plugins.backbones.rabbitmq";
 #[serde(deny_unknown_fields)]
 pub struct RabbitMqConfig {
     /// Host name or IP address of the RabbitMQ server. Required.
-    #[serde(deserialize_with = "lenient_string")]
+    #[serde(deserialize_with = "threatbus_core::config::host")]
     pub host: String,
     /// AMQP port of the server (conventionally 5672, or 5671 with TLS). Required.
     #[serde(deserialize_with = "port")]
@@ -242,15 +242,6 @@ impl RabbitMqConfig {
 
     fn validate(&self) -> Result<(), ConfigError> {
         let key = |name: &str| format!("{KEY}.{name}");
-        if self.host.trim().is_empty() {
-            return Err(ConfigError::new(key("host"), "must not be empty"));
-        }
-        if self.host.contains(['/', ' ', '@', '?', '#']) {
-            return Err(ConfigError::new(
-                key("host"),
-                format!("expected a host name or IP address, got {:?}", self.host),
-            ));
-        }
         if self.port == 0 {
             return Err(ConfigError::new(
                 key("port"),
