@@ -1,0 +1,227 @@
+#!/usr/bin/env python3
+"""Careless and hostile clients against a running bus, at full size, with the figures printed.
+The black-box tests (tests/blackbox/test_hostile.py, test_zeek.py) run the same probes with
+smaller counts; this script measures.
+
+Probes (each starts its own bus from --bin on free loopback ports):
+
+* manage-flood: 50,000 management requests (garbage, oversized, valid subscribes, heartbeats
+  for unknown topics) from 20 clients that send and vanish, while a normal client subscribes
+  and unsubscribes; prints the normal client's subscribe latency during the flood, the bus's
+  RSS, log bytes and the subscriptions left behind.
+* big-topics: 100 subscriptions of 60,000 topics each (limits raised to allow them), then the
+  latency of a normal subscribe, next to the same latency before.
+* zeek-log: 20 `Tenzir::subscribe` events with a 900 KB argument and 2,000 invalid sightings
+  from one Zeek peer; prints the log bytes they caused.
+* slowloris: 100 slowloris connections and 16 idle keep-alive connections on the metrics port;
+  prints the latency of fresh /health, /ready and /metrics probes during the attack.
+
+    .venv/bin/python scripts/attack.py --bin target/release/threatbus [--probe NAME ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import zmq
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "tests" / "blackbox"))
+
+import brokerpeer  # noqa: E402
+import tbclient  # noqa: E402
+from conftest import HOST, default_config, free_ports, port_accepts, to_yaml  # noqa: E402
+from test_hostile import Slowloris, keep_alive_holders, probe  # noqa: E402
+from test_operability import scrape  # noqa: E402
+
+
+class RunningBus:
+    def __init__(self, binary: str, config: dict, workdir: Path, wait_ports):
+        self.workdir = workdir
+        config.setdefault("logging", {})["console_verbosity"] = "INFO"
+        (workdir / "config.yaml").write_text(to_yaml(config))
+        self.log_path = workdir / "threatbus.log"
+        self.log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen([binary, "-c", str(workdir / "config.yaml")], stdout=self.log,
+                                     stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 20
+        while not all(port_accepts(p) for p in wait_ports):
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise SystemExit(f"the bus did not start; see {self.log_path}")
+            time.sleep(0.05)
+
+    def rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def log_bytes(self) -> int:
+        return self.log_path.stat().st_size
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(30)
+        self.log.close()
+
+
+def ms(values) -> str:
+    values = sorted(values)
+    p99 = values[min(len(values) - 1, int(len(values) * 0.99))]
+    return f"median {statistics.median(values) * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms, max {values[-1] * 1000:.1f} ms"
+
+
+def timed_subscribe(manage: int) -> float:
+    started = time.perf_counter()
+    reply = tbclient.manage(manage, {"action": "subscribe", "topic": "stix2/indicator"}, timeout=30)
+    took = time.perf_counter() - started
+    assert reply["status"] == "success", reply
+    tbclient.manage(manage, {"action": "unsubscribe", "topic": reply["topic"]}, timeout=30)
+    return took
+
+
+def manage_flood(binary: str, workdir: Path):
+    manage, pub, sub, metrics = free_ports(4)
+    config = default_config(manage, pub, sub)
+    config["metrics"] = {"listen": metrics}
+    bus = RunningBus(binary, config, workdir, [manage, pub, sub, metrics])
+    rss_before, log_before = bus.rss_mb(), bus.log_bytes()
+    kinds = [
+        b"FOO",
+        b"{" + b"\xff" * 2_000,
+        json.dumps({"action": "subscribe", "topic": "x" * 200_000}).encode(),
+        json.dumps({"action": "subscribe", "topic": [f"t{i}" for i in range(5_000)]}).encode(),
+        json.dumps({"action": "subscribe", "topic": "stix2/indicator"}).encode(),
+        json.dumps({"action": "heartbeat", "topic": "nosuchtopic" * 100}).encode(),
+        json.dumps({"action": "what", "topic": "x"}).encode(),
+    ]
+    total, clients = 50_000, 20
+    context = zmq.Context.instance()
+
+    def flood(offset: int):
+        for i in range(total // clients):
+            sock = context.socket(zmq.REQ)
+            sock.setsockopt(zmq.LINGER, 200)
+            sock.connect(f"tcp://{HOST}:{manage}")
+            sock.send(kinds[(offset + i) % len(kinds)])
+            sock.close()  # vanish without reading the reply
+
+    threads = [threading.Thread(target=flood, args=(n,)) for n in range(clients)]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    latencies, timeouts = [], 0
+    while any(t.is_alive() for t in threads):
+        try:
+            latencies.append(timed_subscribe(manage))
+        except tbclient.ManageTimeout:
+            timeouts += 1
+        time.sleep(0.05)
+    for t in threads:
+        t.join()
+    flood_seconds = time.perf_counter() - started
+    time.sleep(2)
+    left = scrape(metrics).get('threatbus_subscribers{app="zmq"}', 0)
+    print(f"manage-flood: {total} requests from {clients} vanishing clients in {flood_seconds:.1f} s")
+    print(f"  normal subscribes during the flood: {len(latencies)} answered ({ms(latencies)}), {timeouts} timed out")
+    print(f"  RSS {rss_before:.0f} -> {bus.rss_mb():.0f} MB; log +{(bus.log_bytes() - log_before) / 1024:.0f} KiB; "
+          f"subscriptions left behind: {left:.0f}")
+    bus.stop()
+
+
+def big_topics(binary: str, workdir: Path):
+    manage, pub, sub = free_ports(3)
+    config = default_config(manage, pub, sub)
+    config["plugins"]["apps"]["zmq"].update({"max_topics_per_request": 60_000, "max_request_size": 4 << 20,
+                                             "max_message_size": 4 << 20})
+    bus = RunningBus(binary, config, workdir, [manage, pub, sub])
+    before = [timed_subscribe(manage) for _ in range(50)]
+    topics = [f"topic/{i:06d}" for i in range(60_000)]
+    started = time.perf_counter()
+    for _ in range(100):
+        reply = tbclient.manage(manage, {"action": "subscribe", "topic": topics}, timeout=120)
+        assert reply["status"] == "success", reply
+    held = time.perf_counter() - started
+    after = [timed_subscribe(manage) for _ in range(50)]
+    print(f"big-topics: 100 subscriptions of 60,000 topics took {held:.1f} s; RSS {bus.rss_mb():.0f} MB")
+    print(f"  a normal subscribe + unsubscribe before: {ms(before)}")
+    print(f"  the same with 6,000,000 topics held:    {ms(after)}")
+    bus.stop()
+
+
+def zeek_log(binary: str, workdir: Path):
+    manage, pub, sub, zeek_port = free_ports(4)
+    config = default_config(manage, pub, sub)
+    config["plugins"]["apps"]["zeek"] = {"host": HOST, "port": zeek_port}
+    bus = RunningBus(binary, config, workdir, [manage, pub, sub, zeek_port])
+    time.sleep(0.5)
+    log_before = bus.log_bytes()
+    zeek = brokerpeer.Peer(zeek_port)
+    huge = "x" * 900_000
+    for _ in range(20):
+        zeek.publish("threatbus/manage", brokerpeer.event("Tenzir::subscribe", brokerpeer.s(huge), ("timespan", 0)))
+    for _ in range(2_000):
+        zeek.publish("stix2/sighting", brokerpeer.event("Tenzir::sighting", ("timestamp", 1), brokerpeer.s("bad"), ("table", [])))
+    zeek.ping(b"done")
+    zeek.wait_pong(b"done")
+    time.sleep(0.5)
+    text = bus.log_path.read_text(errors="replace")
+    print(f"zeek-log: 20 subscribes of 900 KB and 2,000 invalid sightings: log +{(bus.log_bytes() - log_before) / 1024:.1f} KiB, "
+          f"{text.count('invalid sighting from Zeek')} sighting warnings, RSS {bus.rss_mb():.0f} MB")
+    zeek.close()
+    bus.stop()
+
+
+def slowloris(binary: str, workdir: Path):
+    manage, pub, sub, metrics = free_ports(4)
+    config = default_config(manage, pub, sub)
+    config["metrics"] = {"listen": metrics}
+    bus = RunningBus(binary, config, workdir, [manage, pub, sub, metrics])
+    holders = keep_alive_holders(metrics, 16)
+    attack = Slowloris(metrics, 100)
+    time.sleep(2)
+    latencies, failures = [], 0
+    for _ in range(30):
+        for path in ("/health", "/ready", "/metrics"):
+            try:
+                status, took = probe(metrics, path, timeout=5)
+                if status == 200:
+                    latencies.append(took)
+                else:
+                    failures += 1
+            except OSError:
+                failures += 1
+        time.sleep(0.2)
+    attack.close()
+    for conn in holders:
+        conn.close()
+    print(f"slowloris: 100 slowloris + 16 keep-alive holders: {len(latencies)} probes answered ({ms(latencies)}), "
+          f"{failures} failed")
+    bus.stop()
+
+
+PROBES = {"manage-flood": manage_flood, "big-topics": big_topics, "zeek-log": zeek_log, "slowloris": slowloris}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--bin", default=os.environ.get("THREATBUS_BIN", "target/release/threatbus"))
+    parser.add_argument("--probe", action="append", choices=list(PROBES),
+                        help="run only this probe (repeatable); default: all")
+    args = parser.parse_args()
+    for name in args.probe or PROBES:
+        with tempfile.TemporaryDirectory(prefix=f"tb-{name}-") as tmp:
+            PROBES[name](args.bin, Path(tmp))
+
+
+if __name__ == "__main__":
+    main()
