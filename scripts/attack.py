@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -105,15 +106,26 @@ def manage_flood(binary: str, workdir: Path):
         json.dumps({"action": "what", "topic": "x"}).encode(),
     ]
     total, clients = 50_000, 20
-    context = zmq.Context.instance()
+    # Sockets that vanish still linger until their request is out: allow many at once.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    context = zmq.Context()
+    context.set(zmq.MAX_SOCKETS, 60_000)
 
     def flood(offset: int):
+        # Clients that never read their replies (REQ_RELAXED lets a REQ socket send again
+        # without receiving) and vanish: each connection is dropped after 100 requests and a
+        # new one is opened.
+        sock = None
         for i in range(total // clients):
-            sock = context.socket(zmq.REQ)
-            sock.setsockopt(zmq.LINGER, 200)
-            sock.connect(f"tcp://{HOST}:{manage}")
+            if i % 100 == 0:
+                if sock is not None:
+                    sock.close(linger=1000)
+                sock = context.socket(zmq.REQ)
+                sock.setsockopt(zmq.REQ_RELAXED, 1)
+                sock.connect(f"tcp://{HOST}:{manage}")
             sock.send(kinds[(offset + i) % len(kinds)])
-            sock.close()  # vanish without reading the reply
+        sock.close(linger=1000)
 
     threads = [threading.Thread(target=flood, args=(n,)) for n in range(clients)]
     started = time.perf_counter()

@@ -19,6 +19,8 @@ use crate::{ZmqConfig, publisher, receiver};
 
 /// How often the socket threads look at the shutdown token.
 pub(crate) const POLL_INTERVAL_MS: i32 = 100;
+/// Requests ZeroMQ buffers per manage connection.
+const MANAGE_RECEIVE_HWM: i32 = 16;
 /// How long closing sockets may wait for unsent frames.
 const LINGER_MS: i32 = 500;
 
@@ -157,6 +159,10 @@ impl Sockets {
         let (manage, manage_port) = open(zmq::REP, "manage", config.manage, &|socket| {
             socket.set_rcvtimeo(POLL_INTERVAL_MS)?;
             socket.set_sndtimeo(1000)?;
+            // Requests are rare and answered one at a time: a client that sends without
+            // waiting for replies is held back by TCP after a few, instead of piling up
+            // requests (and memory) in the bus.
+            socket.set_rcvhwm(MANAGE_RECEIVE_HWM)?;
             socket.set_maxmsgsize(config.max_message_size)
         })?;
         let (publish, pub_port) = open(zmq::PUB, "pub", config.pub_port, &|socket| {
