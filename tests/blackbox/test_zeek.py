@@ -679,3 +679,24 @@ def test_huge_and_invalid_events_do_not_flood_the_log(zeek_bus):
     assert "x" * 300 not in log and "120, 120, 120" not in log
     assert log.count("invalid sighting from Zeek") <= 20, log.count("invalid sighting from Zeek")
     assert "suppressed=" in log
+
+
+def test_a_flood_of_failed_handshakes_does_not_flood_the_log(zeek_bus):
+    """200 connections that send garbage: each is closed and counted, the log gets a burst of
+    lines and a count of the rest, and a real peer still gets in."""
+    before = len(zeek_bus.log())
+    for _ in range(200):
+        with socket.create_connection((HOST, zeek_bus.zeek_port), timeout=5) as raw:
+            raw.sendall(struct.pack(">I", 5) + b"\x07ZEEL")  # PROBE with a wrong magic
+            raw.settimeout(5)
+            try:
+                while raw.recv(4096):
+                    pass
+            except (ConnectionResetError, TimeoutError):
+                pass
+    zeek = peer(zeek_bus)
+    zeek.ping(b"in")
+    zeek.wait_pong(b"in")
+    log = zeek_bus.log()[before:]
+    lines = log.count("Zeek connection closed during the handshake")
+    assert 1 <= lines <= 40, lines

@@ -119,6 +119,19 @@ pub struct PeerSettings {
     /// How long a subscription may wait for Zeek to cover its p2p topic.
     pub p2p_timeout: Duration,
     pub refusals: Refusals,
+    /// Lines about connections that never became peers, throttled across all connections (a
+    /// flood of them must not flood the log).
+    pub setup_log: std::sync::Mutex<LogThrottle>,
+}
+
+impl PeerSettings {
+    /// Whether a line about a failed setup may be written now, and how many were suppressed.
+    fn allow_setup_line(&self) -> Option<u64> {
+        self.setup_log
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .allow()
+    }
 }
 
 /// A connection's places under the listener's caps: the connection one for its whole life,
@@ -191,22 +204,29 @@ pub async fn serve(
             }
             Ok(Err(SetupError::InvalidId(id, why))) => {
                 refusals.count(Refusal::InvalidEndpointId);
-                tracing::warn!(
-                    peer = %remote,
-                    zeek_endpoint = %id,
-                    reason = %why,
-                    "Zeek connection refused: its Broker endpoint id is one a real Broker ignores (not a UUID of version 1 to 5), so it is not a real Broker"
-                );
+                if let Some(suppressed) = settings.allow_setup_line() {
+                    tracing::warn!(
+                        peer = %remote,
+                        zeek_endpoint = %id,
+                        reason = %why,
+                        suppressed,
+                        "Zeek connection refused: its Broker endpoint id is one a real Broker ignores (not a UUID of version 1 to 5), so it is not a real Broker"
+                    );
+                }
                 return;
             }
             Ok(Err(SetupError::Other(why))) => {
                 refusals.count(Refusal::HandshakeFailed);
-                tracing::warn!(peer = %remote, reason = %why, "Zeek connection closed during the handshake");
+                if let Some(suppressed) = settings.allow_setup_line() {
+                    tracing::warn!(peer = %remote, reason = %bounded(&why), suppressed, "Zeek connection closed during the handshake");
+                }
                 return;
             }
             Err(_) => {
                 refusals.count(Refusal::HandshakeTimeout);
-                tracing::warn!(peer = %remote, timeout = ?settings.handshake_timeout, "Zeek connection closed: no handshake in time");
+                if let Some(suppressed) = settings.allow_setup_line() {
+                    tracing::warn!(peer = %remote, timeout = ?settings.handshake_timeout, suppressed, "Zeek connection closed: no handshake in time");
+                }
                 return;
             }
         },

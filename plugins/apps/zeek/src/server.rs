@@ -89,6 +89,7 @@ pub async fn run(
         handshake_timeout: config.handshake_timeout,
         p2p_timeout: config.p2p_timeout,
         refusals: Refusals::new(&bus),
+        setup_log: std::sync::Mutex::new(LogThrottle::default()),
     });
     tracing::info!(
         %address,
