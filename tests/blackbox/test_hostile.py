@@ -9,7 +9,9 @@ import socket
 import threading
 import time
 
+import tbclient
 from conftest import HOST, default_config, free_ports
+from tbclient import make_indicator
 
 
 def metrics_bus(bus_factory):
@@ -193,3 +195,83 @@ def test_check_refuses_bad_hosts_naming_the_key_with_a_short_message(tmp_path):
                                          "apps": {"zmq": {"host": "127.0.0.1", "manage": 1, "pub": 2, "sub": 3}}}}))
     result = run_cli("check", "-c", str(path))
     assert result.returncode == 1 and "plugins.backbones.rabbitmq.host" in result.stderr, result.stderr
+
+
+# --------------------------------------------------------------------------- subscriptions nobody reads
+
+
+def test_a_subscription_nobody_listens_to_is_paused_then_removed(bus_factory):
+    """A client subscribes on the manage socket and never connects a SUB socket: after 5 s
+    nothing is queued for it, after listener_timeout it is removed (logged, counted); a
+    subscription with a listener stays and keeps receiving."""
+    from test_operability import scrape
+
+    manage, pub, sub, metrics = free_ports(4)
+    config = default_config(manage, pub, sub)
+    config["metrics"] = {"listen": metrics}
+    config["plugins"]["apps"]["zmq"]["listener_timeout"] = 7
+    bus = bus_factory(config=config, ports=(manage, pub, sub), wait_ports=[manage, pub, sub, metrics])
+    careless = bus.manage({"action": "subscribe", "topic": "stix2/indicator"})["topic"]
+    good = bus.subscriber("stix2/indicator")
+    deadline = time.monotonic() + 20
+    while "no SUB socket listens: subscription paused" not in bus.log():
+        assert time.monotonic() < deadline, "the unread subscription was not paused"
+        time.sleep(0.2)
+    deadline = time.monotonic() + 20
+    while bus.manage({"action": "heartbeat", "topic": careless})["status"] != "error":
+        assert time.monotonic() < deadline, "the unread subscription was not removed"
+        time.sleep(0.2)
+    assert "no SUB socket listened to its p2p topic" in bus.log()
+    values = scrape(metrics)
+    assert values['threatbus_zmq_expired_subscriptions_total{reason="no_listener"}'] == 1
+    assert bus.manage({"action": "heartbeat", "topic": good.p2p})["status"] == "success"
+    publisher = bus.publisher()
+    tbclient.sync(publisher, [good])
+    indicator = make_indicator("7.7.7.7")
+    publisher.send("stix2/indicator", indicator)
+    assert any(obj["id"] == indicator["id"] for _, obj in good.recv_n(1, timeout=10))
+
+
+def test_unread_subscriptions_do_not_starve_a_normal_subscriber(bus_factory):
+    """300 subscriptions whose clients never connect a SUB socket, then 10,000 indicators: the
+    normal subscriber receives every one and nothing is dropped (before: half lost, the
+    publisher spent its time on frames for nobody while the normal queue overflowed)."""
+    from test_operability import scrape
+
+    manage, pub, sub, metrics = free_ports(4)
+    config = default_config(manage, pub, sub)
+    config["metrics"] = {"listen": metrics}
+    config["bus"] = {"queue_capacity": 1000}
+    bus = bus_factory(config=config, ports=(manage, pub, sub), wait_ports=[manage, pub, sub, metrics])
+    for _ in range(300):
+        assert bus.manage({"action": "subscribe", "topic": "stix2/indicator"})["status"] == "success"
+    normal = bus.subscriber("stix2/indicator")
+    publisher = bus.publisher()
+    tbclient.sync(publisher, [normal])
+    deadline = time.monotonic() + 30
+    while bus.log().count("no SUB socket listens: subscription paused") < 300:
+        assert time.monotonic() < deadline, bus.log().count("no SUB socket listens: subscription paused")
+        time.sleep(0.2)
+    sent = [make_indicator(f"10.0.{i // 256}.{i % 256}") for i in range(10_000)]
+    for indicator in sent:
+        publisher.send("stix2/indicator", indicator)
+    got = normal.recv_n(10_000, timeout=120)
+    assert {obj["id"] for _, obj in got} >= {i["id"] for i in sent}
+    values = scrape(metrics)
+    assert values.get('threatbus_dropped_messages_total{plugin="zmq",reason="queue_full"}', 0) == 0
+
+
+def test_a_paused_subscription_resumes_when_its_listener_comes(bus):
+    """An app that connects its SUB socket late (after the pause) receives again."""
+    late = bus.subscriber("stix2/indicator", connect=False)
+    deadline = time.monotonic() + 20
+    while "no SUB socket listens: subscription paused" not in bus.log():
+        assert time.monotonic() < deadline, "not paused"
+        time.sleep(0.2)
+    late.connect()
+    publisher = bus.publisher()
+    tbclient.sync(publisher, [late])
+    assert "a SUB socket listens again: subscription resumed" in bus.log()
+    indicator = make_indicator("8.8.4.4")
+    publisher.send("stix2/indicator", indicator)
+    assert any(obj["id"] == indicator["id"] for _, obj in late.recv_n(1, timeout=10))

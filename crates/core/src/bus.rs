@@ -225,6 +225,20 @@ impl BusHandle {
         self.blocking_request(|reply| Command::Unsubscribe { id, topics, reply })?
     }
 
+    /// Says whether anyone reads what the subscriber's queue would carry (an app that knows its
+    /// outside listeners, e.g. the ZeroMQ app from its XPUB socket). While `false`, the router
+    /// queues nothing for the subscriber (neither routed messages nor snapshot requests and
+    /// answers), so a subscription nobody reads costs neither memory nor work. Subscribers
+    /// start listening.
+    pub async fn set_listening(&self, id: SubscriberId, listening: bool) -> Result<(), BusError> {
+        self.request(|reply| Command::SetListening {
+            id,
+            listening,
+            reply,
+        })
+        .await?
+    }
+
     /// Removes the subscriber with all its topics and pending snapshots; its queue closes.
     pub async fn remove_subscriber(&self, id: SubscriberId) -> Result<(), BusError> {
         self.request(|reply| Command::RemoveSubscriber { id, reply })

@@ -202,6 +202,12 @@ pub const ZEEK_REFUSED: Metric = counter(
     "Zeek connections closed before they became peers, by reason: max_connections and max_handshakes (over the configured caps), invalid_endpoint_id (an id Broker would ignore), handshake_failed, handshake_timeout.",
     &["reason"],
 );
+/// ZeroMQ subscriptions the ZeroMQ app removed on its own.
+pub const ZMQ_EXPIRED: Metric = counter(
+    "threatbus_zmq_expired_subscriptions_total",
+    "ZeroMQ subscriptions removed without an unsubscribe, by reason: no_listener (no SUB socket listened to the p2p topic for listener_timeout), no_heartbeat (subscription_timeout).",
+    &["reason"],
+);
 /// Build information.
 pub const BUILD_INFO: Metric = gauge(
     "threatbus_build_info",
@@ -234,6 +240,7 @@ pub const ALL: &[&Metric] = &[
     &RABBITMQ_UNDECODABLE,
     &ZEEK_PEERS,
     &ZEEK_REFUSED,
+    &ZMQ_EXPIRED,
 ];
 
 /// The `kind` label values, indexed like [`crate::topic::ALL`].

@@ -53,6 +53,12 @@ pub(crate) enum Command {
         id: SubscriberId,
         reply: oneshot::Sender<Result<(), BusError>>,
     },
+    /// Whether anyone reads the subscriber's queue (see `BusHandle::set_listening`).
+    SetListening {
+        id: SubscriberId,
+        listening: bool,
+        reply: oneshot::Sender<Result<(), BusError>>,
+    },
     /// How many messages wait in subscriber queues (for draining on shutdown).
     QueuedMessages { reply: oneshot::Sender<usize> },
     /// Update the gauges that are only read at scrape time.
@@ -62,6 +68,8 @@ pub(crate) enum Command {
 struct Subscriber {
     queue: SubscriberQueue,
     topics: BTreeSet<String>,
+    /// Someone reads this queue; while false, nothing is queued for it.
+    listening: bool,
     /// The app it belongs to, and that app's meters.
     app: &'static str,
     meters: Arc<AppQueueMeters>,
@@ -238,6 +246,7 @@ impl Router {
                     Subscriber {
                         queue,
                         topics: BTreeSet::new(),
+                        listening: true,
                         app,
                         meters,
                     },
@@ -262,6 +271,24 @@ impl Router {
                         }
                         tracing::debug!(subscriber = %id, topics = %crate::throttle::bounded_list(&topics), "unsubscribed");
                         self.update_routes(id);
+                        Ok(())
+                    }
+                    None => Err(BusError::UnknownSubscriber(id.0)),
+                };
+                let _ = reply.send(result);
+            }
+            Command::SetListening {
+                id,
+                listening,
+                reply,
+            } => {
+                let result = match self.subscribers.get_mut(&id) {
+                    Some(subscriber) => {
+                        if subscriber.listening != listening {
+                            subscriber.listening = listening;
+                            tracing::debug!(subscriber = %id, label = %subscriber.queue.options.label, listening, "subscriber listening changed");
+                            self.update_routes(id);
+                        }
                         Ok(())
                     }
                     None => Err(BusError::UnknownSubscriber(id.0)),
@@ -367,9 +394,13 @@ impl Router {
     }
 
     /// Puts `id` into the routes its topics match and takes it out of the others (all of them
-    /// once it is gone).
+    /// once it is gone or while nobody listens to it).
     fn update_routes(&mut self, id: SubscriberId) {
-        let topics = self.subscribers.get(&id).map(|s| &s.topics);
+        let topics = self
+            .subscribers
+            .get(&id)
+            .filter(|s| s.listening)
+            .map(|s| &s.topics);
         for (index, routing_topic) in topic::ALL.iter().enumerate() {
             let receives = topics
                 .is_some_and(|topics| topics.iter().any(|t| topic::matches(t, routing_topic)));
@@ -404,14 +435,21 @@ impl Router {
             Body::SnapshotRequest(request) => {
                 let requester = self.pending.get(&request.snapshot_id).map(|p| p.requester);
                 for listener in &self.snapshot_listeners {
-                    if Some(*listener) != requester && !targets.contains(listener) {
+                    let listening = self.subscribers.get(listener).is_some_and(|s| s.listening);
+                    if listening && Some(*listener) != requester && !targets.contains(listener) {
                         targets.push(*listener);
                     }
                 }
             }
             Body::SnapshotEnvelope(envelope) => match self.pending.get(&envelope.snapshot_id) {
                 Some(pending) if pending.expires > Instant::now() => {
-                    requester_delivery = Some((pending.requester, envelope.body.clone()));
+                    let listening = self
+                        .subscribers
+                        .get(&pending.requester)
+                        .is_some_and(|s| s.listening);
+                    if listening {
+                        requester_delivery = Some((pending.requester, envelope.body.clone()));
+                    }
                 }
                 _ => {
                     self.meters.snapshot_unknown.inc();

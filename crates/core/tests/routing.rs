@@ -551,3 +551,33 @@ async fn routes_follow_every_change_to_the_table() {
     running.shutdown.cancel();
     let _ = running.task.await;
 }
+
+/// While nobody listens to a subscriber, nothing is queued for it; once someone does, new
+/// messages arrive again.
+#[tokio::test]
+async fn nothing_is_queued_for_a_subscriber_nobody_listens_to() {
+    let running = start(BusConfig::default()).await;
+    let bus = &running.bus;
+    let mut idle = subscriber(bus, &["stix2"]).await;
+    let mut other = subscriber(bus, &["stix2/indicator"]).await;
+    bus.set_listening(idle.id, false).await.unwrap();
+    for n in 0..100 {
+        bus.publish(indicator(n)).await.unwrap();
+    }
+    bus.publish(sighting()).await.unwrap();
+    for _ in 0..100 {
+        recv(&mut other).await;
+    }
+    assert_nothing_more(bus, &mut idle).await;
+    assert!(idle.is_empty());
+    bus.set_listening(idle.id, true).await.unwrap();
+    bus.publish(indicator(500)).await.unwrap();
+    assert_eq!(json_of(&recv(&mut idle).await)["x_seq"], 500);
+    assert!(
+        bus.set_listening(threatbus_core::SubscriberId(999_999), false)
+            .await
+            .is_err()
+    );
+    running.shutdown.cancel();
+    let _ = running.task.await;
+}

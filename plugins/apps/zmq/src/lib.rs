@@ -56,6 +56,12 @@ pub struct ZmqConfig {
     /// seconds. Off by default, like upstream: apps that never send heartbeats keep working.
     #[serde(default)]
     pub subscription_timeout: Option<u64>,
+    /// Seconds a subscription may go without any SUB socket listening to its p2p topic before
+    /// it is removed (apps subscribe their SUB socket right after the subscribe reply; one that
+    /// never does, or went away, holds a subscription nobody reads). After 5 s without a
+    /// listener nothing is queued for it any more. Default 300.
+    #[serde(default = "default_listener_timeout")]
+    pub listener_timeout: u64,
     /// Largest management request answered, in bytes; a larger one gets an error reply that
     /// names this key. Default 65536.
     #[serde(default = "default_max_request_size")]
@@ -74,6 +80,10 @@ pub struct ZmqConfig {
 
 fn default_max_message_size() -> i64 {
     1024 * 1024
+}
+
+fn default_listener_timeout() -> u64 {
+    300
 }
 
 /// A count as a signed number for the range checks (saturating; counts that large are fine).
@@ -141,6 +151,10 @@ impl ZmqConfig {
                 count(config.max_topics_per_request),
             ),
             ("max_subscriptions", count(config.max_subscriptions)),
+            (
+                "listener_timeout",
+                i64::try_from(config.listener_timeout).unwrap_or(i64::MAX),
+            ),
         ];
         for (name, value) in at_least_one {
             if value < 1 {

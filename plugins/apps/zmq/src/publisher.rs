@@ -11,8 +11,15 @@
 //! taking from its bus queue and retries shortly. Its bus queue then fills, and the bus applies
 //! `bus.when_full` to that subscriber alone (with `drop_newest`: counted and logged per
 //! subscriber). Other apps go on at full speed.
+//!
+//! The socket is an XPUB: it reports the prefixes the apps' SUB sockets subscribe to (each
+//! distinct prefix once, and its end when the last SUB socket holding it goes). A subscription
+//! whose p2p topic no SUB socket has listened to for [`PAUSE_AFTER`] is paused at the router
+//! (nothing is queued for it: ZeroMQ would drop its frames anyway), resumed when a listener
+//! appears, and handed to the manage thread for removal once it has had no listener for
+//! `listener_timeout`.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::future::poll_fn;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -22,7 +29,7 @@ use tokio::time::Instant;
 
 use threatbus_core::queue::SubscriberReceiver;
 use threatbus_core::throttle::LogThrottle;
-use threatbus_core::{Body, Message};
+use threatbus_core::{Body, BusHandle, Message};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -44,6 +51,35 @@ struct Active {
     backlog: VecDeque<Message>,
     /// When to try the backlog again (set while it is not empty).
     retry_at: Instant,
+    /// Subscribed SUB prefixes that cover the p2p topic.
+    listeners: usize,
+    /// Since when no SUB socket listens (None while one does).
+    silent_since: Option<Instant>,
+    /// The router queues nothing for it.
+    paused: bool,
+    /// Handed to the manage thread for removal.
+    expired: bool,
+}
+
+/// A subscription whose p2p topic has had no listener for a few seconds is paused.
+pub(crate) const PAUSE_AFTER: Duration = Duration::from_secs(5);
+
+/// How often the XPUB's subscription messages are read and listeners reviewed.
+const LISTENER_CHECK: Duration = Duration::from_millis(100);
+
+/// Whether frames for `p2p_topic` (the topic followed by a suffix) reach a SUB socket
+/// subscribed to `prefix`.
+fn covers(prefix: &[u8], p2p_topic: &[u8]) -> bool {
+    p2p_topic.starts_with(prefix) || prefix.starts_with(p2p_topic)
+}
+
+/// What the publisher needs to pause, resume and expire subscriptions without listeners.
+pub(crate) struct ListenerPolicy {
+    pub(crate) bus: BusHandle,
+    /// Remove a subscription after this long without a listener.
+    pub(crate) listener_timeout: Duration,
+    /// Where expired p2p topics go (the manage thread removes them).
+    pub(crate) expired: std::sync::mpsc::Sender<String>,
 }
 
 impl Active {
@@ -128,6 +164,7 @@ pub(crate) fn encode_frame(p2p_topic: &str, suffix: &str, json: &[u8]) -> Vec<u8
 pub(crate) async fn run(
     socket: zmq::Socket,
     mut added: mpsc::UnboundedReceiver<Outlet>,
+    policy: ListenerPolicy,
     stop: CancellationToken,
 ) {
     let mut publisher = Publisher {
@@ -137,12 +174,18 @@ pub(crate) async fn run(
         full: LogThrottle::default(),
     };
     let mut outlets = Outlets::default();
+    let mut listeners = tokio::time::interval(LISTENER_CHECK);
+    listeners.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let retry_at = outlets.next_retry();
         tokio::select! {
             biased;
             _ = stop.cancelled() => break,
             Some(outlet) = added.recv() => outlets.add(outlet),
+            _ = listeners.tick() => {
+                outlets.read_subscriptions(&publisher.socket);
+                outlets.review_listeners(&policy).await;
+            }
             () = poll_fn(|cx| outlets.poll_round(cx, &mut publisher)) => {}
             () = tokio::time::sleep_until(retry_at.unwrap_or_else(Instant::now)), if retry_at.is_some() => {
                 outlets.retry(&mut publisher);
@@ -168,15 +211,77 @@ pub(crate) async fn run(
 struct Outlets {
     list: Vec<Active>,
     batch: Vec<Message>,
+    /// The prefixes SUB sockets subscribe to, as the XPUB reported them.
+    prefixes: HashSet<Vec<u8>>,
 }
 
 impl Outlets {
     fn add(&mut self, outlet: Outlet) {
+        let topic = outlet.p2p_topic.as_bytes();
+        let listeners = self.prefixes.iter().filter(|p| covers(p, topic)).count();
         self.list.push(Active {
             outlet,
             backlog: VecDeque::new(),
             retry_at: Instant::now(),
+            listeners,
+            silent_since: (listeners == 0).then(Instant::now),
+            paused: false,
+            expired: false,
         });
+    }
+
+    /// Reads the subscription messages the XPUB socket holds: `1` + prefix when the first SUB
+    /// socket subscribes to a prefix, `0` + prefix when the last one leaves.
+    fn read_subscriptions(&mut self, socket: &zmq::Socket) {
+        while let Ok(message) = socket.recv_bytes(zmq::DONTWAIT) {
+            let Some((&kind, prefix)) = message.split_first() else {
+                continue;
+            };
+            let change: isize = match kind {
+                1 if self.prefixes.insert(prefix.to_vec()) => 1,
+                0 if self.prefixes.remove(prefix) => -1,
+                _ => continue,
+            };
+            let now = Instant::now();
+            for active in &mut self.list {
+                if covers(prefix, active.outlet.p2p_topic.as_bytes()) {
+                    active.listeners = active.listeners.saturating_add_signed(change);
+                    active.silent_since = match (active.listeners, active.silent_since) {
+                        (0, None) => Some(now),
+                        (0, since) => since,
+                        _ => None,
+                    };
+                }
+            }
+        }
+    }
+
+    /// Pauses subscriptions without a listener for [`PAUSE_AFTER`], resumes those that have
+    /// one again, and hands those silent for `listener_timeout` to the manage thread.
+    async fn review_listeners(&mut self, policy: &ListenerPolicy) {
+        for active in &mut self.list {
+            let id = active.outlet.queue.id;
+            let pause = match active.silent_since {
+                None => false,
+                Some(since) => active.paused || since.elapsed() >= PAUSE_AFTER,
+            };
+            if pause != active.paused && policy.bus.set_listening(id, !pause).await.is_ok() {
+                active.paused = pause;
+                if pause {
+                    active.backlog.clear();
+                    tracing::debug!(p2p_topic = %active.outlet.p2p_topic, "no SUB socket listens: subscription paused");
+                } else {
+                    tracing::debug!(p2p_topic = %active.outlet.p2p_topic, "a SUB socket listens again: subscription resumed");
+                }
+            }
+            if let Some(since) = active.silent_since
+                && !active.expired
+                && since.elapsed() >= policy.listener_timeout
+            {
+                active.expired = true;
+                let _ = policy.expired.send(active.outlet.p2p_topic.to_string());
+            }
+        }
     }
 
     /// The earliest retry among outlets holding frames back, if any.

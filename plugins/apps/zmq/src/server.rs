@@ -41,11 +41,21 @@ pub(crate) async fn run(
     let (failures_tx, mut failures) = mpsc::unbounded_channel::<String>();
     let (outlets_tx, outlets_rx) = mpsc::unbounded_channel();
 
+    let (expired_tx, expired_rx) = std::sync::mpsc::channel();
     let publisher = tokio::spawn(publisher::run(
         sockets.publish,
         outlets_rx,
+        publisher::ListenerPolicy {
+            bus: bus.clone(),
+            listener_timeout: Duration::from_secs(config.listener_timeout),
+            expired: expired_tx,
+        },
         shutdown.stop.clone(),
     ));
+    let expirations = |reason: &str| {
+        bus.metrics()
+            .counter(&threatbus_core::metrics::ZMQ_EXPIRED, &[reason])
+    };
     let manager = Manager {
         bus: bus.clone(),
         outlets: outlets_tx,
@@ -56,6 +66,9 @@ pub(crate) async fn run(
         max_subscriptions: config.max_subscriptions,
         subscriptions: HashMap::new(),
         logs: ManageLogs::default(),
+        unheard: expired_rx,
+        expired_no_listener: expirations("no_listener"),
+        expired_no_heartbeat: expirations("no_heartbeat"),
     };
     let threads = [
         spawn_thread("zmq-manage", failures_tx.clone(), {
@@ -165,7 +178,8 @@ impl Sockets {
             socket.set_rcvhwm(MANAGE_RECEIVE_HWM)?;
             socket.set_maxmsgsize(config.max_message_size)
         })?;
-        let (publish, pub_port) = open(zmq::PUB, "pub", config.pub_port, &|socket| {
+        // XPUB: a PUB socket that also reports the apps' subscriptions (see publisher.rs).
+        let (publish, pub_port) = open(zmq::XPUB, "pub", config.pub_port, &|socket| {
             socket.set_sndhwm(config.send_hwm)?;
             // A full app buffer makes the send fail rather than drop the frame silently; the
             // publisher then holds that app's frames (see publisher.rs).
@@ -199,6 +213,7 @@ fn manage_loop(
 ) -> Result<(), String> {
     while !stop.is_cancelled() {
         manager.expire_silent_subscriptions();
+        manager.expire_unheard_subscriptions();
         let payload = match socket.recv_bytes(0) {
             Ok(payload) => payload,
             Err(zmq::Error::EAGAIN) | Err(zmq::Error::EINTR) => continue,
@@ -235,6 +250,10 @@ struct Manager {
     max_subscriptions: usize,
     subscriptions: HashMap<String, Subscription>,
     logs: ManageLogs,
+    /// p2p topics no SUB socket has listened to for `listener_timeout` (from the publisher).
+    unheard: std::sync::mpsc::Receiver<String>,
+    expired_no_listener: threatbus_core::metrics::Counter,
+    expired_no_heartbeat: threatbus_core::metrics::Counter,
 }
 
 /// One throttle per kind of line a manage client can cause, so a flood of one kind neither
@@ -408,6 +427,24 @@ impl Manager {
         }
     }
 
+    /// Removes the subscriptions the publisher reports unheard.
+    fn expire_unheard_subscriptions(&mut self) {
+        while let Ok(p2p_topic) = self.unheard.try_recv() {
+            if let Some(subscription) = self.subscriptions.remove(&p2p_topic) {
+                let _ = self.bus.blocking_remove_subscriber(subscription.id);
+                self.expired_no_listener.inc();
+                if let Some(suppressed) = self.logs.unsubscribed.allow() {
+                    tracing::info!(
+                        p2p_topic,
+                        topics = %bounded_list(&subscription.topics),
+                        suppressed,
+                        "ZeroMQ subscription removed: no SUB socket listened to its p2p topic for listener_timeout"
+                    );
+                }
+            }
+        }
+    }
+
     fn expire_silent_subscriptions(&mut self) {
         let Some(timeout) = self.timeout else { return };
         let expired: Vec<String> = self
@@ -419,6 +456,7 @@ impl Manager {
         for p2p_topic in expired {
             if let Some(subscription) = self.subscriptions.remove(&p2p_topic) {
                 let _ = self.bus.blocking_remove_subscriber(subscription.id);
+                self.expired_no_heartbeat.inc();
                 tracing::info!(
                     p2p_topic,
                     timeout_secs = timeout.as_secs(),
