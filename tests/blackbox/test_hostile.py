@@ -275,3 +275,55 @@ def test_a_paused_subscription_resumes_when_its_listener_comes(bus):
     indicator = make_indicator("8.8.4.4")
     publisher.send("stix2/indicator", indicator)
     assert any(obj["id"] == indicator["id"] for _, obj in late.recv_n(1, timeout=10))
+
+
+# --------------------------------------------------------------------------- memory budget
+
+
+def test_the_memory_budget_bounds_what_a_stalled_subscriber_holds(bus_factory):
+    """A subscriber that stops reading (its SUB socket takes nothing) with room for 100,000
+    messages in its queue, and one that reads: with a 16 MiB budget, the stalled one is cut off
+    at about half the budget (dropped, counted as memory_budget), the reader gets everything,
+    the charged bytes never pass the budget, and they are given back when the stalled one
+    unsubscribes."""
+    import zmq
+    from test_operability import scrape
+
+    manage, pub, sub, metrics = free_ports(4)
+    config = default_config(manage, pub, sub)
+    config["metrics"] = {"listen": metrics}
+    budget = 16 << 20
+    config["bus"] = {"memory_budget": budget, "queue_capacity": 100_000}
+    bus = bus_factory(config=config, ports=(manage, pub, sub), wait_ports=[manage, pub, sub, metrics])
+    stalled_p2p = bus.manage({"action": "subscribe", "topic": "stix2/indicator"})["topic"]
+    stalled = tbclient.ctx().socket(zmq.SUB)
+    stalled.setsockopt(zmq.RCVHWM, 10)
+    stalled.setsockopt(zmq.RCVBUF, 4096)
+    stalled.connect(f"tcp://{HOST}:{pub}")
+    stalled.setsockopt(zmq.SUBSCRIBE, stalled_p2p.encode())
+    reader = bus.subscriber("stix2/indicator")
+    publisher = bus.publisher()
+    tbclient.sync(publisher, [reader])
+    count = 20_000  # about 23 MiB if all were queued for the stalled subscriber
+    sent = [make_indicator(f"10.1.{i // 256}.{i % 256}") for i in range(count)]
+    peak = 0
+    for n, indicator in enumerate(sent):
+        publisher.send("stix2/indicator", indicator)
+        if n % 2_000 == 0:
+            values = scrape(metrics)
+            peak = max(peak, values["threatbus_memory_budget_used_bytes"])
+    got = reader.recv_n(count, timeout=120)
+    assert {obj["id"] for _, obj in got} >= {i["id"] for i in sent}
+    values = scrape(metrics)
+    assert values["threatbus_memory_budget_bytes"] == budget
+    peak = max(peak, values["threatbus_memory_budget_used_bytes"])
+    assert 0 < peak <= budget, peak
+    assert values['threatbus_dropped_messages_total{plugin="zmq",reason="memory_budget"}'] > 0
+    assert "memory budget (bus.memory_budget) reached" in bus.log()
+    # The stalled subscriber goes: its charge is given back.
+    assert bus.manage({"action": "unsubscribe", "topic": stalled_p2p})["status"] == "success"
+    stalled.close(linger=0)
+    deadline = time.monotonic() + 20
+    while scrape(metrics)["threatbus_memory_budget_used_bytes"] > budget // 100:
+        assert time.monotonic() < deadline, scrape(metrics)["threatbus_memory_budget_used_bytes"]
+        time.sleep(0.2)

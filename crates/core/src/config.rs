@@ -89,6 +89,11 @@ pub struct BusConfig {
     /// anyway.
     #[serde(deserialize_with = "positive_seconds")]
     pub shutdown_timeout: Duration,
+    /// Bytes that everything queued for subscribers may take in all (see `budget.rs`): above
+    /// half of it only subscribers holding no more than the average get new messages, at the
+    /// limit none.
+    #[serde(deserialize_with = "positive_usize")]
+    pub memory_budget: usize,
 }
 
 /// A duration as seconds: a whole number when it is one.
@@ -120,6 +125,7 @@ impl BusConfig {
             },
             "snapshot_expiry": seconds(self.snapshot_expiry),
             "shutdown_timeout": seconds(self.shutdown_timeout),
+            "memory_budget": self.memory_budget,
         })
     }
 }
@@ -131,6 +137,7 @@ impl Default for BusConfig {
             when_full: WhenFull::DropNewest,
             snapshot_expiry: Duration::from_secs(3600),
             shutdown_timeout: Duration::from_secs(10),
+            memory_budget: 256 * 1024 * 1024,
         }
     }
 }

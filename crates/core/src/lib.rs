@@ -7,6 +7,7 @@
 //! backbones carry what local apps published to every bus instance and hand back what any
 //! instance published.
 
+pub mod budget;
 pub mod bus;
 pub mod config;
 mod error;

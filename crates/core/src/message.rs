@@ -103,6 +103,8 @@ pub struct Message(Arc<Inner>);
 struct Inner {
     body: Body,
     json: Bytes,
+    /// The memory budget this message counts against while it is alive, once queued.
+    charge: std::sync::OnceLock<crate::budget::Charge>,
 }
 
 /// Why bytes could not become a message.
@@ -131,7 +133,31 @@ impl Message {
         // spare half around.
         json.shrink_to_fit();
         let json = Bytes::from(json);
-        Self(Arc::new(Inner { body, json }))
+        Self(Arc::new(Inner {
+            body,
+            json,
+            charge: std::sync::OnceLock::new(),
+        }))
+    }
+
+    /// What the message is estimated to cost in memory while queued: its JSON, its parsed form
+    /// (about twice the JSON) and 256 bytes of bookkeeping.
+    pub fn cost(&self) -> usize {
+        self.0.json.len().saturating_mul(3).saturating_add(256)
+    }
+
+    /// Whether the message already counts against a memory budget.
+    pub fn is_charged(&self) -> bool {
+        self.0.charge.get().is_some()
+    }
+
+    /// Counts the message against `budget` until it is dropped (once; later calls do nothing).
+    pub(crate) fn charge(&self, budget: Arc<crate::budget::MemoryBudget>) {
+        let bytes = self.cost();
+        self.0.charge.get_or_init(|| {
+            budget.add(bytes);
+            crate::budget::Charge { budget, bytes }
+        });
     }
 
     /// Wraps a STIX object.

@@ -99,7 +99,7 @@ pub const BACKBONE_RECEIVED: Metric = counter(
 /// Messages dropped, per plugin and reason.
 pub const DROPPED: Metric = counter(
     "threatbus_dropped_messages_total",
-    "Messages dropped, by plugin and reason (queue_full: a subscriber's queue was full; subscriber_gone: the subscriber left first; publish_buffer_full: RabbitMQ was unreachable and the publish buffer was full).",
+    "Messages dropped, by plugin and reason (queue_full: a subscriber's queue was full; subscriber_gone: the subscriber left first; memory_budget: bus.memory_budget was reached; publish_buffer_full: RabbitMQ was unreachable and the publish buffer was full).",
     &["plugin", "reason"],
 );
 /// Subscribers per app.
@@ -208,6 +208,18 @@ pub const ZMQ_EXPIRED: Metric = counter(
     "ZeroMQ subscriptions removed without an unsubscribe, by reason: no_listener (no SUB socket listened to the p2p topic for listener_timeout), no_heartbeat (subscription_timeout).",
     &["reason"],
 );
+/// The memory budget's limit.
+pub const MEMORY_BUDGET: Metric = gauge(
+    "threatbus_memory_budget_bytes",
+    "bus.memory_budget: bytes that everything queued for subscribers may take in all.",
+    &[],
+);
+/// What is charged against it.
+pub const MEMORY_USED: Metric = gauge(
+    "threatbus_memory_budget_used_bytes",
+    "Estimated bytes of the messages queued for subscribers and still held (read at scrape time).",
+    &[],
+);
 /// Build information.
 pub const BUILD_INFO: Metric = gauge(
     "threatbus_build_info",
@@ -241,6 +253,8 @@ pub const ALL: &[&Metric] = &[
     &ZEEK_PEERS,
     &ZEEK_REFUSED,
     &ZMQ_EXPIRED,
+    &MEMORY_BUDGET,
+    &MEMORY_USED,
 ];
 
 /// The `kind` label values, indexed like [`crate::topic::ALL`].

@@ -21,11 +21,13 @@ use jiff::SignedDuration;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use crate::budget::{Admission, MemoryBudget};
 use crate::bus::Outbound;
 use crate::config::BusConfig;
 use crate::message::{Body, Message, MessageType, SnapshotRequest};
 use crate::metrics::{self, Counter, Gauge, Registry};
 use crate::queue::{Offer, SubscriberId, SubscriberOptions, SubscriberQueue, SubscriberReceiver};
+use crate::throttle::LogThrottle;
 use crate::{BusError, topic};
 
 /// Requests to the router.
@@ -79,6 +81,7 @@ struct Subscriber {
 struct AppQueueMeters {
     sent: [Counter; 4],
     dropped_full: Counter,
+    dropped_budget: Counter,
     dropped_gone: Counter,
     subscribers: Gauge,
     queued: Gauge,
@@ -89,6 +92,7 @@ impl AppQueueMeters {
         Self {
             sent: registry.kind_counters(&metrics::APP_SENT, &[app]),
             dropped_full: registry.counter(&metrics::DROPPED, &[app, "queue_full"]),
+            dropped_budget: registry.counter(&metrics::DROPPED, &[app, "memory_budget"]),
             dropped_gone: registry.counter(&metrics::DROPPED, &[app, "subscriber_gone"]),
             subscribers: registry.gauge(&metrics::SUBSCRIBERS, &[app]),
             queued: registry.gauge(&metrics::QUEUED, &[app]),
@@ -178,7 +182,17 @@ pub(crate) struct Router {
     outbound: Outbound,
     /// Reused buffer of delivery targets.
     targets: Vec<SubscriberId>,
+    /// What everything queued for subscribers may take.
+    budget: Arc<MemoryBudget>,
+    /// The average queue depth, recomputed at most every [`AVERAGE_EVERY`], and when it was.
+    average_depth: f64,
+    average_at: Option<Instant>,
+    budget_log: LogThrottle,
 }
+
+/// How often the average queue depth is recomputed (what "holding the most" is measured
+/// against).
+const AVERAGE_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
 
 impl Router {
     pub(crate) fn new(
@@ -187,7 +201,15 @@ impl Router {
         backbone: &str,
         outbound: Outbound,
     ) -> Self {
+        let budget = MemoryBudget::new(config.memory_budget);
+        registry
+            .gauge(&metrics::MEMORY_BUDGET, &[])
+            .set(i64::try_from(config.memory_budget).unwrap_or(i64::MAX));
         Self {
+            budget,
+            average_depth: 0.0,
+            average_at: None,
+            budget_log: LogThrottle::default(),
             config,
             meters: RouterMeters::new(registry, backbone),
             next_id: 1,
@@ -316,6 +338,10 @@ impl Router {
                     let depth = depths.get(app).copied().unwrap_or(0);
                     meters.queued.set(i64::try_from(depth).unwrap_or(i64::MAX));
                 }
+                self.meters
+                    .registry
+                    .gauge(&metrics::MEMORY_USED, &[])
+                    .set(i64::try_from(self.budget.used()).unwrap_or(i64::MAX));
                 let _ = reply.send(());
             }
         }
@@ -469,12 +495,61 @@ impl Router {
         self.targets = targets;
     }
 
+    /// The average subscriber queue depth, at most [`AVERAGE_EVERY`] old.
+    fn average_depth(&mut self) -> f64 {
+        let stale = self
+            .average_at
+            .is_none_or(|at| at.elapsed() >= AVERAGE_EVERY);
+        if stale && !self.subscribers.is_empty() {
+            let total: usize = self.subscribers.values().map(|s| s.queue.depth()).sum();
+            self.average_depth = total as f64 / self.subscribers.len() as f64;
+            self.average_at = Some(Instant::now());
+        }
+        self.average_depth
+    }
+
+    /// Whether the budget lets `message` be queued for `id` now; with `block`, waits until it
+    /// does (a subscriber reads, or lets go of what it holds).
+    async fn admit(&mut self, id: SubscriberId, message: &Message) -> Admission {
+        loop {
+            let average = self.average_depth();
+            let Some(subscriber) = self.subscribers.get(&id) else {
+                return Admission::Queue;
+            };
+            let depth = subscriber.queue.depth();
+            let admission = self.budget.admit(message, depth, average);
+            if admission == Admission::Queue || self.config.when_full == crate::WhenFull::DropNewest
+            {
+                return admission;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+    }
+
     /// Offers `message` to one subscriber; true if it was queued.
     async fn offer(&mut self, id: SubscriberId, message: &Message) -> bool {
+        let admission = self.admit(id, message).await;
         let Some(subscriber) = self.subscribers.get_mut(&id) else {
             self.meters.dropped_gone.inc();
             return false;
         };
+        if admission != Admission::Queue {
+            subscriber.meters.dropped_budget.inc();
+            if let Some(suppressed) = self.budget_log.allow() {
+                tracing::warn!(
+                    subscriber = %id,
+                    label = %subscriber.queue.options.label,
+                    app = subscriber.app,
+                    used = self.budget.used(),
+                    limit = self.budget.limit(),
+                    queued = subscriber.queue.depth(),
+                    heavy_holder = admission == Admission::DropHeavyHolder,
+                    suppressed,
+                    "memory budget (bus.memory_budget) reached: message dropped for this subscriber"
+                );
+            }
+            return false;
+        }
         match subscriber
             .queue
             .offer(id, message, self.config.when_full)

@@ -1,0 +1,165 @@
+//! The memory budget: one byte limit for everything queued for subscribers, across every app
+//! and every queue (`bus.memory_budget`).
+//!
+//! A message is charged once, when it is first queued for a subscriber, with an estimate of what
+//! it costs in memory (its JSON, its parsed form and the bookkeeping: [`Message::cost`]); the
+//! charge is released when the last handle to it is dropped, wherever that happens (a
+//! subscriber read it, an app's backlog let it go, a subscriber was removed with its queue).
+//! So the budget counts each message once however many subscribers hold it, and counts it for
+//! as long as it is held anywhere after being queued, Zeek's held p2p traffic and the ZeroMQ
+//! publisher's backlog included.
+//!
+//! The router asks [`MemoryBudget::admit`] before queueing: above [`HIGH_WATER`] (half) of the
+//! limit it queues only for subscribers holding no more than the average (the ones holding the
+//! most lose messages first, and one stalled subscriber can take at most about half the budget,
+//! leaving the other half for the rest to lag in); at the limit it queues nothing new. Nothing
+//! new is charged past the limit.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::Message;
+
+/// Above this share of the limit, subscribers holding more than the average get no more.
+pub const HIGH_WATER: f64 = 0.5;
+
+/// The limit and what is charged against it.
+#[derive(Debug)]
+pub struct MemoryBudget {
+    limit: usize,
+    used: AtomicUsize,
+}
+
+/// Whether a message may be queued for one subscriber.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    Queue,
+    /// Over the high-water mark and this subscriber holds more than the average.
+    DropHeavyHolder,
+    /// The budget is used up.
+    DropFull,
+}
+
+impl MemoryBudget {
+    pub fn new(limit: usize) -> Arc<Self> {
+        Arc::new(Self {
+            limit,
+            used: AtomicUsize::new(0),
+        })
+    }
+
+    /// The configured limit in bytes.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Bytes charged now.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    /// Whether `message` may be queued for a subscriber that holds `depth` messages while the
+    /// average subscriber holds `average_depth`; charges it if it is queued for the first time.
+    pub fn admit(
+        self: &Arc<Self>,
+        message: &Message,
+        depth: usize,
+        average_depth: f64,
+    ) -> Admission {
+        let fresh = if message.is_charged() {
+            0
+        } else {
+            message.cost()
+        };
+        let used = self.used();
+        let after = used.saturating_add(fresh);
+        if after > self.limit {
+            return Admission::DropFull;
+        }
+        if after as f64 > self.limit as f64 * HIGH_WATER && depth as f64 > average_depth {
+            return Admission::DropHeavyHolder;
+        }
+        if fresh > 0 {
+            message.charge(self.clone());
+        }
+        Admission::Queue
+    }
+
+    pub(crate) fn add(&self, bytes: usize) {
+        self.used.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    pub(crate) fn release(&self, bytes: usize) {
+        self.used.fetch_sub(bytes, Ordering::Relaxed);
+    }
+}
+
+/// A message's charge; released when the message is dropped.
+#[derive(Debug)]
+pub(crate) struct Charge {
+    pub(crate) budget: Arc<MemoryBudget>,
+    pub(crate) bytes: usize,
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        self.budget.release(self.bytes);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::{Body, SnapshotRequest};
+
+    fn message(n: u32) -> Message {
+        Message::new(Body::SnapshotRequest(SnapshotRequest {
+            snapshot_type: crate::MessageType::Indicator,
+            snapshot_id: format!("id-{n:03}"),
+            snapshot: jiff::SignedDuration::from_secs(60),
+        }))
+    }
+
+    #[test]
+    fn a_message_is_charged_once_and_released_when_the_last_handle_goes() {
+        let budget = MemoryBudget::new(1 << 20);
+        let first = message(1);
+        let copy = first.clone();
+        assert_eq!(budget.admit(&first, 0, 0.0), Admission::Queue);
+        let cost = budget.used();
+        assert_eq!(cost, first.cost());
+        // Queued for a second subscriber: no second charge.
+        assert_eq!(budget.admit(&copy, 0, 0.0), Admission::Queue);
+        assert_eq!(budget.used(), cost);
+        drop(first);
+        assert_eq!(budget.used(), cost);
+        drop(copy);
+        assert_eq!(budget.used(), 0);
+    }
+
+    #[test]
+    fn heavy_holders_lose_first_and_nothing_is_charged_past_the_limit() {
+        let one = message(0).cost();
+        let budget = MemoryBudget::new(one * 10);
+        let mut held = Vec::new();
+        for n in 0..5 {
+            let m = message(n);
+            assert_eq!(budget.admit(&m, 50, 10.0), Admission::Queue);
+            held.push(m);
+        }
+        // Above half the budget, a subscriber above the average loses; one below still gets
+        // messages, up to the limit.
+        for n in 5..10 {
+            let m = message(n);
+            assert_eq!(budget.admit(&m, 50, 10.0), Admission::DropHeavyHolder);
+            assert_eq!(budget.admit(&m, 5, 10.0), Admission::Queue);
+            held.push(m);
+        }
+        // Full: nobody gets a new message, but one already charged may still be queued.
+        assert_eq!(budget.admit(&message(11), 0, 10.0), Admission::DropFull);
+        assert_eq!(budget.admit(&held[0], 0, 10.0), Admission::Queue);
+        assert_eq!(budget.used(), one * 10);
+        held.clear();
+        assert_eq!(budget.used(), 0);
+    }
+}
