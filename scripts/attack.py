@@ -9,6 +9,9 @@ Probes (each starts its own bus from --bin on free loopback ports):
   for unknown topics) from 20 clients that send and vanish, while a normal client subscribes
   and unsubscribes; prints the normal client's subscribe latency during the flood, the bus's
   RSS, log bytes and the subscriptions left behind.
+* unread-subscriptions: 2,000 subscribe requests whose clients never connect a SUB socket, then
+  20,000 indicators: how many a normal subscriber receives, the drops, the RSS, and what the bus
+  holds once the unread subscriptions are paused and expired.
 * big-topics: 100 subscriptions of 60,000 topics each (limits raised to allow them), then the
   latency of a normal subscribe, next to the same latency before.
 * zeek-log: 20 `Tenzir::subscribe` events with a 900 KB argument and 2,000 invalid sightings
@@ -150,6 +153,47 @@ def manage_flood(binary: str, workdir: Path):
     bus.stop()
 
 
+def unread_subscriptions(binary: str, workdir: Path):
+    manage, pub, sub, metrics = free_ports(4)
+    config = default_config(manage, pub, sub)
+    config["metrics"] = {"listen": metrics}
+    config["plugins"]["apps"]["zmq"].update({"max_subscriptions": 4_000, "listener_timeout": 30})
+    bus = RunningBus(binary, config, workdir, [manage, pub, sub, metrics])
+    rss_before = bus.rss_mb()
+    started = time.perf_counter()
+    for _ in range(2_000):
+        assert tbclient.manage(manage, {"action": "subscribe", "topic": "stix2/indicator"})["status"] == "success"
+    subscribing = time.perf_counter() - started
+    normal = tbclient.Subscriber(manage, "stix2/indicator")
+    publisher = tbclient.Publisher(sub)
+    tbclient.sync(publisher, [normal])
+    time.sleep(6)  # the unread ones are paused after 5 s
+    count = 20_000
+    sent = [tbclient.make_indicator(f"10.2.{i // 256}.{i % 256}") for i in range(count)]
+    started = time.perf_counter()
+    for indicator in sent:
+        publisher.send("stix2/indicator", indicator)
+    try:
+        got = len(normal.recv_n(count, timeout=300))
+    except tbclient.RecvTimeout as err:
+        got = int(str(err).split("got only ")[1].split()[0])
+    took = time.perf_counter() - started
+    values = scrape(metrics)
+    drops = sum(v for k, v in values.items() if k.startswith("threatbus_dropped_messages_total"))
+    rss_loaded = bus.rss_mb()
+    time.sleep(32)  # listener_timeout: the unread subscriptions are removed
+    values = scrape(metrics)
+    print(f"unread-subscriptions: 2,000 subscriptions without a SUB socket (subscribed in {subscribing:.1f} s), then {count} indicators")
+    print(f"  the normal subscriber received {got} of {count} in {took:.1f} s; drops {drops:.0f}; "
+          f"RSS {rss_before:.0f} -> {rss_loaded:.0f} MB")
+    left = values.get('threatbus_subscribers{app="zmq"}', 0)
+    expired = values.get('threatbus_zmq_expired_subscriptions_total{reason="no_listener"}', 0)
+    used = values.get("threatbus_memory_budget_used_bytes", 0) / 1024
+    print(f"  after listener_timeout: {left:.0f} subscriptions left, {expired:.0f} expired, "
+          f"RSS {bus.rss_mb():.0f} MB, budget used {used:.0f} KiB")
+    bus.stop()
+
+
 def big_topics(binary: str, workdir: Path):
     manage, pub, sub = free_ports(3)
     config = default_config(manage, pub, sub)
@@ -221,7 +265,7 @@ def slowloris(binary: str, workdir: Path):
     bus.stop()
 
 
-PROBES = {"manage-flood": manage_flood, "big-topics": big_topics, "zeek-log": zeek_log, "slowloris": slowloris}
+PROBES = {"manage-flood": manage_flood, "unread-subscriptions": unread_subscriptions, "big-topics": big_topics, "zeek-log": zeek_log, "slowloris": slowloris}
 
 
 def main():
