@@ -327,3 +327,18 @@ def test_the_memory_budget_bounds_what_a_stalled_subscriber_holds(bus_factory):
     while scrape(metrics)["threatbus_memory_budget_used_bytes"] > budget // 100:
         assert time.monotonic() < deadline, scrape(metrics)["threatbus_memory_budget_used_bytes"]
         time.sleep(0.2)
+
+
+def test_check_names_duplicate_keys_and_the_offset_of_non_utf8_bytes(tmp_path):
+    from test_operability import run_cli
+
+    path = tmp_path / "config.yaml"
+    path.write_text("plugins:\n  apps:\n    zmq: {host: 127.0.0.1, manage: 1, pub: 2, sub: 3}\n  apps:\n    zmq: {}\n")
+    result = run_cli("check", "-c", str(path))
+    assert result.returncode == 1
+    assert "the key `apps` appears twice in one mapping" in result.stderr, result.stderr
+    assert "Options" not in result.stderr and "DuplicateKeyPolicy" not in result.stderr, result.stderr
+    path.write_bytes(b"plugins:\n  apps:\n    zmq: {host: \"127.0.0.1\xff\"}\n")
+    result = run_cli("check", "-c", str(path))
+    assert result.returncode == 1
+    assert "invalid byte 0xff at byte offset 43 (line 3, column 27)" in result.stderr, result.stderr

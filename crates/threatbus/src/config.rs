@@ -95,7 +95,7 @@ pub fn read(
         serde_saphyr::from_str(&text).map_err(|e| {
             vec![ConfigError::new(
                 source_name(&source),
-                format!("invalid YAML: {e}"),
+                format!("invalid YAML: {}", yaml_error_text(&e.to_string())),
             )]
         })?
     };
@@ -112,6 +112,41 @@ pub fn read(
     validate(source, root)
 }
 
+/// The YAML parser's message in our words: its first line (where and what), without the parser's
+/// own advice (options of the library that a user cannot set), cut to a bounded length.
+fn yaml_error_text(message: &str) -> String {
+    let first = message.lines().next().unwrap_or_default();
+    let first = first.strip_prefix("error: ").unwrap_or(first);
+    let text = match first.split_once("duplicate mapping key: ") {
+        Some((place, rest)) => {
+            let key = rest.split(", set ").next().unwrap_or(rest);
+            format!(
+                "{place}the key `{key}` appears twice in one mapping (each key may appear once)"
+            )
+        }
+        None => first.to_owned(),
+    };
+    threatbus_core::throttle::bounded(&text).into_owned()
+}
+
+/// The file's text, or where it stops being UTF-8 (byte offset, line and column).
+fn utf8_text(path: &Path, bytes: Vec<u8>) -> Result<String, ConfigError> {
+    String::from_utf8(bytes).map_err(|err| {
+        let offset = err.utf8_error().valid_up_to();
+        let valid = &err.as_bytes()[..offset];
+        let line = valid.iter().filter(|&&b| b == b'\n').count() + 1;
+        let column = offset - valid.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1) + 1;
+        ConfigError::new(
+            "--config",
+            format!(
+                "cannot read {}: not UTF-8 text: invalid byte 0x{:02x} at byte offset {offset} (line {line}, column {column})",
+                path.display(),
+                err.as_bytes().get(offset).copied().unwrap_or_default(),
+            ),
+        )
+    })
+}
+
 fn source_name(source: &Source) -> String {
     match source {
         Source::File(path) => path.display().to_string(),
@@ -121,9 +156,10 @@ fn source_name(source: &Source) -> String {
 
 fn read_source(path: Option<&Path>) -> Result<(Source, String), ConfigError> {
     let read = |path: &Path| {
-        std::fs::read_to_string(path).map_err(|e| {
+        let bytes = std::fs::read(path).map_err(|e| {
             ConfigError::new("--config", format!("cannot read {}: {e}", path.display()))
-        })
+        })?;
+        utf8_text(path, bytes)
     };
     if let Some(path) = path {
         let name = path.to_string_lossy();
@@ -290,6 +326,27 @@ fn validate(source: Source, root: Value) -> Result<(Config, Vec<ConfigError>), V
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn yaml_errors_are_ours_and_non_utf8_input_says_where() {
+        let err = yaml_error_text(
+            "error: line 4 column 3: duplicate mapping key: apps, set DuplicateKeyPolicy in Options if acceptable\n --> <input>:4:3\n  |",
+        );
+        assert_eq!(
+            err,
+            "line 4 column 3: the key `apps` appears twice in one mapping (each key may appear once)"
+        );
+        assert!(!err.contains("Options"));
+        let err = utf8_text(Path::new("c.yaml"), b"a: 1\nbb: x\xff\n".to_vec()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "--config: cannot read c.yaml: not UTF-8 text: invalid byte 0xff at byte offset 10 (line 2, column 6)"
+        );
+        assert_eq!(
+            utf8_text(Path::new("c.yaml"), b"ok".to_vec()).unwrap(),
+            "ok"
+        );
+    }
     use serde_json::json;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
