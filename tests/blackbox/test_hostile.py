@@ -342,3 +342,23 @@ def test_check_names_duplicate_keys_and_the_offset_of_non_utf8_bytes(tmp_path):
     result = run_cli("check", "-c", str(path))
     assert result.returncode == 1
     assert "invalid byte 0xff at byte offset 43 (line 3, column 27)" in result.stderr, result.stderr
+
+
+def test_check_resolves_hosts_listeners_fail_clients_warn(tmp_path):
+    """A listener host that does not resolve fails `check` (the start would fail to bind); a
+    client's server that does not resolve now is a warning (the bus keeps trying)."""
+    from conftest import to_yaml
+    from test_operability import run_cli
+
+    path = tmp_path / "config.yaml"
+    path.write_text(to_yaml({"plugins": {"backbones": {"inmem": {}}, "apps": {
+        "zmq": {"host": "no-such-host.invalid", "manage": 1, "pub": 2, "sub": 3}}}}))
+    result = run_cli("check", "-c", str(path))
+    assert result.returncode == 1
+    assert 'plugins.apps.zmq.host: cannot resolve "no-such-host.invalid"' in result.stderr, result.stderr
+    path.write_text(to_yaml({"plugins": {"backbones": {"inmem": {}}, "apps": {
+        "zmq": {"host": "localhost", "manage": 1, "pub": 2, "sub": 3},
+        "misp": {"zmq": {"host": "misp.invalid", "port": 50000}}}}}))
+    result = run_cli("check", "-c", str(path))
+    assert result.returncode == 0, result.stderr
+    assert 'warning: plugins.apps.misp.zmq.host: cannot resolve "misp.invalid"' in result.stderr, result.stderr

@@ -12,6 +12,8 @@ use std::process::ExitCode;
 
 use serde_json::Value;
 
+use threatbus_core::config::ConfigError;
+
 use crate::config::{Config, Source};
 use crate::registry::{self, Plugins};
 use crate::report_config_errors;
@@ -28,6 +30,19 @@ pub fn run(path: Option<&Path>, env: impl IntoIterator<Item = (String, String)>)
         }
     };
     let mut effective = effective(&config, &plugins);
+    let (listeners, clients): (Vec<_>, Vec<_>) = unresolvable_hosts(&effective)
+        .into_iter()
+        .partition(|(listener, _)| *listener);
+    if !listeners.is_empty() {
+        let errors: Vec<ConfigError> = listeners.into_iter().map(|(_, e)| e).collect();
+        report_config_errors(&errors);
+        return ExitCode::FAILURE;
+    }
+    for (_, warning) in clients {
+        eprintln!(
+            "threatbus: warning: {warning} (the bus starts anyway and keeps trying to reach it)"
+        );
+    }
     mask_secrets(&mut effective);
     match serde_json::to_string_pretty(&effective) {
         Ok(text) => println!("{text}"),
@@ -85,6 +100,117 @@ fn effective(config: &Config, plugins: &Plugins) -> Value {
     Value::Object(document)
 }
 
+/// A host in the effective configuration: where it is, whether the value is a URL (whose host
+/// part counts), and whether it is a listener's (the bus binds it) or a client's (the bus
+/// connects to it).
+struct HostKey {
+    path: &'static [&'static str],
+    url: bool,
+    listener: bool,
+}
+
+const HOST_KEYS: [HostKey; 6] = [
+    HostKey {
+        path: &["plugins", "apps", "zmq", "host"],
+        url: false,
+        listener: true,
+    },
+    HostKey {
+        path: &["plugins", "apps", "zeek", "host"],
+        url: false,
+        listener: true,
+    },
+    HostKey {
+        path: &["plugins", "apps", "misp", "zmq", "host"],
+        url: false,
+        listener: false,
+    },
+    HostKey {
+        path: &["plugins", "apps", "misp", "api", "host"],
+        url: true,
+        listener: false,
+    },
+    HostKey {
+        path: &["plugins", "apps", "cif3", "api", "host"],
+        url: true,
+        listener: false,
+    },
+    HostKey {
+        path: &["plugins", "backbones", "rabbitmq", "host"],
+        url: false,
+        listener: false,
+    },
+];
+
+/// How long `check` waits for a name to resolve.
+const RESOLVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The host part of `http(s)://host[:port]/...`.
+fn url_host(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or(rest);
+    let authority = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    if let Some(bracketed) = authority.strip_prefix('[') {
+        return bracketed.split(']').next().unwrap_or(bracketed);
+    }
+    authority.split(':').next().unwrap_or(authority)
+}
+
+/// Resolves `host` (a name; literals need nothing), within [`RESOLVE_TIMEOUT`].
+fn resolve(host: &str) -> Result<(), String> {
+    use std::net::ToSocketAddrs;
+    let unbracketed = host.trim_start_matches('[').trim_end_matches(']');
+    if unbracketed.parse::<std::net::IpAddr>().is_ok() {
+        return Ok(());
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    let name = host.to_owned();
+    std::thread::spawn(move || {
+        let result = (name.as_str(), 0)
+            .to_socket_addrs()
+            .map(|mut addresses| addresses.next().is_some());
+        let _ = tx.send(result);
+    });
+    match rx.recv_timeout(RESOLVE_TIMEOUT) {
+        Ok(Ok(true)) => Ok(()),
+        Ok(Ok(false)) => Err("resolves to no address".into()),
+        Ok(Err(err)) => Err(err.to_string()),
+        Err(_) => Err(format!(
+            "no answer from the resolver within {RESOLVE_TIMEOUT:?}"
+        )),
+    }
+}
+
+/// Every configured host that does not resolve, and whether it is a listener's. A listener
+/// that cannot resolve cannot bind: an error. A client's server may be unknown to DNS for a
+/// while (the bus retries): a warning, so that a `check` before a start (the systemd unit's)
+/// does not fail on a passing DNS outage.
+fn unresolvable_hosts(effective: &Value) -> Vec<(bool, ConfigError)> {
+    HOST_KEYS
+        .iter()
+        .filter_map(|key| {
+            let value = key
+                .path
+                .iter()
+                .try_fold(effective, |v, name| v.get(name))?
+                .as_str()?;
+            let host = if key.url { url_host(value) } else { value };
+            resolve(host).err().map(|why| {
+                let error = ConfigError::new(
+                    key.path.join("."),
+                    format!(
+                        "cannot resolve {:?}: {why}",
+                        threatbus_core::throttle::bounded(host)
+                    ),
+                );
+                (key.listener, error)
+            })
+        })
+        .collect()
+}
+
 /// Whether a key holds a secret: passwords, API keys, tokens (not file paths such as
 /// `key_file`).
 fn is_secret(key: &str) -> bool {
@@ -125,6 +251,17 @@ pub fn mask_secrets(value: &mut Value) {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn url_hosts_and_literals() {
+        assert_eq!(url_host("https://misp.example.org/x"), "misp.example.org");
+        assert_eq!(url_host("http://user@cif:5000"), "cif");
+        assert_eq!(url_host("https://[::1]:8443/"), "::1");
+        assert_eq!(resolve("127.0.0.1"), Ok(()));
+        assert_eq!(resolve("[::1]"), Ok(()));
+        assert_eq!(resolve("localhost"), Ok(()));
+        assert!(resolve("no-such-host.invalid").is_err());
+    }
 
     #[test]
     fn secrets_are_masked_and_paths_are_not() {
