@@ -160,7 +160,7 @@ impl BusHandle {
             app,
             reply,
         })
-        .await
+        .await?
     }
 
     /// [`BusHandle::add_subscriber`] for threads outside the runtime.
@@ -173,7 +173,7 @@ impl BusHandle {
             options,
             app,
             reply,
-        })
+        })?
     }
 
     /// Subscribes `id` to every topic in `topics` (prefix match). With a non-zero `snapshot`,

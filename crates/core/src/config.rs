@@ -94,6 +94,10 @@ pub struct BusConfig {
     /// limit none.
     #[serde(deserialize_with = "positive_usize")]
     pub memory_budget: usize,
+    /// Subscribers of all apps together (ZeroMQ subscriptions, Zeek subscriptions, apps that
+    /// answer snapshots); one more is refused with an error naming this key.
+    #[serde(deserialize_with = "positive_usize")]
+    pub max_subscribers: usize,
 }
 
 /// A duration as seconds: a whole number when it is one.
@@ -126,6 +130,7 @@ impl BusConfig {
             "snapshot_expiry": seconds(self.snapshot_expiry),
             "shutdown_timeout": seconds(self.shutdown_timeout),
             "memory_budget": self.memory_budget,
+            "max_subscribers": self.max_subscribers,
         })
     }
 }
@@ -138,6 +143,7 @@ impl Default for BusConfig {
             snapshot_expiry: Duration::from_secs(3600),
             shutdown_timeout: Duration::from_secs(10),
             memory_budget: 256 * 1024 * 1024,
+            max_subscribers: 10_000,
         }
     }
 }

@@ -11,6 +11,9 @@ pub enum BusError {
     /// The subscriber does not exist (never created, or already removed).
     #[error("unknown subscriber {0}")]
     UnknownSubscriber(u64),
+    /// `bus.max_subscribers` subscribers exist already.
+    #[error("the bus holds bus.max_subscribers ({0}) subscribers; no more")]
+    TooManySubscribers(usize),
     /// An app or backbone failed; the message names which one and why.
     #[error("{kind} `{name}` failed: {reason}")]
     PluginFailed {

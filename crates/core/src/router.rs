@@ -38,7 +38,7 @@ pub(crate) enum Command {
         options: SubscriberOptions,
         /// The app the subscriber belongs to, for its metrics.
         app: &'static str,
-        reply: oneshot::Sender<SubscriberReceiver>,
+        reply: oneshot::Sender<Result<SubscriberReceiver, BusError>>,
     },
     Subscribe {
         id: SubscriberId,
@@ -253,6 +253,12 @@ impl Router {
                 app,
                 reply,
             } => {
+                if self.subscribers.len() >= self.config.max_subscribers {
+                    let _ = reply.send(Err(BusError::TooManySubscribers(
+                        self.config.max_subscribers,
+                    )));
+                    return;
+                }
                 let id = SubscriberId(self.next_id);
                 self.next_id += 1;
                 tracing::debug!(subscriber = %id, app, label = %options.label, "subscriber added");
@@ -273,7 +279,7 @@ impl Router {
                         meters,
                     },
                 );
-                if reply.send(receiver).is_err() {
+                if reply.send(Ok(receiver)).is_err() {
                     self.remove(id);
                 }
             }

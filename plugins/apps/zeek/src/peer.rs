@@ -628,7 +628,12 @@ impl Session {
             .await
         {
             Ok(receiver) => receiver,
-            Err(_) => return,
+            Err(err) => {
+                if let Some(suppressed) = self.logs.refused.allow() {
+                    tracing::warn!(peer = %self.remote, topic = %bounded(&topic), error = %err, suppressed, "subscribe from Zeek refused");
+                }
+                return;
+            }
         };
         let id = receiver.id;
         let snapshot = (snapshot > 0).then(|| SignedDuration::from_nanos(snapshot));
