@@ -14,6 +14,9 @@ Probes (each starts its own bus from --bin on free loopback ports):
   holds once the unread subscriptions are paused and expired.
 * big-topics: 100 subscriptions of 60,000 topics each (limits raised to allow them), then the
   latency of a normal subscribe, next to the same latency before.
+* zeek-peers: 100 Zeek peers holding 64 subscriptions each that never announce their p2p
+  topics, then 20,000 indicators; prints the RSS and the memory budget during and after, once
+  the peers left.
 * zeek-log: 20 `Tenzir::subscribe` events with a 900 KB argument and 2,000 invalid sightings
   from one Zeek peer; prints the log bytes they caused.
 * slowloris: 100 slowloris connections and 16 idle keep-alive connections on the metrics port;
@@ -214,6 +217,42 @@ def big_topics(binary: str, workdir: Path):
     bus.stop()
 
 
+def zeek_peers(binary: str, workdir: Path):
+    manage, pub, sub, zeek_port, metrics = free_ports(5)
+    config = default_config(manage, pub, sub)
+    config["metrics"] = {"listen": metrics}
+    config["plugins"]["apps"]["zeek"] = {"host": HOST, "port": zeek_port, "p2p_timeout": 60}
+    bus = RunningBus(binary, config, workdir, [manage, pub, sub, zeek_port, metrics])
+    rss_before = bus.rss_mb()
+    peers = []
+    for _ in range(100):
+        zeek = brokerpeer.Peer(zeek_port, tls=False)
+        for _ in range(64):
+            zeek.publish("threatbus/manage", brokerpeer.event("Tenzir::subscribe", brokerpeer.s("stix2/indicator"), ("timespan", 0)))
+        peers.append(zeek)
+    publisher = tbclient.Publisher(sub)
+    normal = tbclient.Subscriber(manage, "stix2/indicator")
+    tbclient.sync(publisher, [normal])
+    count = 20_000
+    for i in range(count):
+        publisher.send("stix2/indicator", tbclient.make_indicator(f"10.3.{i // 256}.{i % 256}"))
+    got = len(normal.recv_n(count, timeout=300))
+    values = scrape(metrics)
+    held = values.get("threatbus_memory_budget_used_bytes", 0) / (1 << 20)
+    rss_loaded = bus.rss_mb()
+    subscribers = values.get('threatbus_subscribers{app="zeek"}', 0)
+    for zeek in peers:
+        zeek.close()
+    time.sleep(3)
+    values = scrape(metrics)
+    print(f"zeek-peers: 100 peers x 64 subscriptions without their p2p topics ({subscribers:.0f} subscriptions), then {count} indicators")
+    print(f"  normal subscriber received {got} of {count}; budget used {held:.1f} MiB of "
+          f"{values['threatbus_memory_budget_bytes'] / (1 << 20):.0f}; RSS {rss_before:.0f} -> {rss_loaded:.0f} MB")
+    print(f"  after the peers left: {values.get('threatbus_memory_budget_used_bytes', 0) / 1024:.0f} KiB charged, "
+          f"RSS {bus.rss_mb():.0f} MB")
+    bus.stop()
+
+
 def zeek_log(binary: str, workdir: Path):
     manage, pub, sub, zeek_port = free_ports(4)
     config = default_config(manage, pub, sub)
@@ -265,7 +304,7 @@ def slowloris(binary: str, workdir: Path):
     bus.stop()
 
 
-PROBES = {"manage-flood": manage_flood, "unread-subscriptions": unread_subscriptions, "big-topics": big_topics, "zeek-log": zeek_log, "slowloris": slowloris}
+PROBES = {"manage-flood": manage_flood, "unread-subscriptions": unread_subscriptions, "zeek-peers": zeek_peers, "big-topics": big_topics, "zeek-log": zeek_log, "slowloris": slowloris}
 
 
 def main():

@@ -20,8 +20,17 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::Message;
 
-/// Above this share of the limit, subscribers holding more than the average get no more.
+/// Above this share of the limit, subscribers holding more than the average, or more than
+/// [`HEAVY_DEPTH`] messages, get no more.
 pub const HIGH_WATER: f64 = 0.5;
+
+/// A subscriber holding this many messages is far behind: above [`HIGH_WATER`] it gets no more,
+/// even when many others hold as much (then they are the average).
+pub const HEAVY_DEPTH: usize = 256;
+
+/// What one queued copy costs besides the message (the queue's slot), charged per copy from
+/// the moment it is queued until the subscriber takes it.
+pub const COPY_COST: usize = 16;
 
 /// The limit and what is charged against it.
 #[derive(Debug)]
@@ -66,23 +75,32 @@ impl MemoryBudget {
         depth: usize,
         average_depth: f64,
     ) -> Admission {
-        let fresh = if message.is_charged() {
-            0
-        } else {
-            message.cost()
-        };
+        let fresh = COPY_COST
+            + if message.is_charged() {
+                0
+            } else {
+                message.cost()
+            };
         let used = self.used();
         let after = used.saturating_add(fresh);
         if after > self.limit {
             return Admission::DropFull;
         }
-        if after as f64 > self.limit as f64 * HIGH_WATER && depth as f64 > average_depth {
+        let heavy = depth as f64 > average_depth || depth >= HEAVY_DEPTH;
+        if after as f64 > self.limit as f64 * HIGH_WATER && heavy {
             return Admission::DropHeavyHolder;
         }
-        if fresh > 0 {
+        if !message.is_charged() {
             message.charge(self.clone());
         }
+        self.add(COPY_COST);
         Admission::Queue
+    }
+
+    /// Gives back what `copies` queued copies cost (the subscriber took them, or its queue
+    /// went away with them).
+    pub fn release_copies(&self, copies: usize) {
+        self.release(copies.saturating_mul(COPY_COST));
     }
 
     pub(crate) fn add(&self, bytes: usize) {
@@ -126,11 +144,13 @@ mod tests {
         let first = message(1);
         let copy = first.clone();
         assert_eq!(budget.admit(&first, 0, 0.0), Admission::Queue);
-        let cost = budget.used();
-        assert_eq!(cost, first.cost());
-        // Queued for a second subscriber: no second charge.
+        let cost = first.cost();
+        assert_eq!(budget.used(), cost + COPY_COST);
+        // Queued for a second subscriber: only the copy is charged.
         assert_eq!(budget.admit(&copy, 0, 0.0), Admission::Queue);
-        assert_eq!(budget.used(), cost);
+        assert_eq!(budget.used(), cost + 2 * COPY_COST);
+        // Both subscribers take their copy.
+        budget.release_copies(2);
         drop(first);
         assert_eq!(budget.used(), cost);
         drop(copy);
@@ -139,7 +159,7 @@ mod tests {
 
     #[test]
     fn heavy_holders_lose_first_and_nothing_is_charged_past_the_limit() {
-        let one = message(0).cost();
+        let one = message(0).cost() + COPY_COST;
         let budget = MemoryBudget::new(one * 10);
         let mut held = Vec::new();
         for n in 0..5 {
@@ -155,10 +175,20 @@ mod tests {
             assert_eq!(budget.admit(&m, 5, 10.0), Admission::Queue);
             held.push(m);
         }
-        // Full: nobody gets a new message, but one already charged may still be queued.
+        // Full: nobody gets a new message.
         assert_eq!(budget.admit(&message(11), 0, 10.0), Admission::DropFull);
-        assert_eq!(budget.admit(&held[0], 0, 10.0), Admission::Queue);
         assert_eq!(budget.used(), one * 10);
+        // Far behind is heavy even when everybody is (the average is no help then).
+        budget.release_copies(10);
+        held.truncate(6);
+        let m = message(12);
+        assert_eq!(
+            budget.admit(&m, HEAVY_DEPTH, 1000.0),
+            Admission::DropHeavyHolder
+        );
+        assert_eq!(budget.admit(&m, 10, 1000.0), Admission::Queue);
+        held.push(m);
+        budget.release_copies(1);
         held.clear();
         assert_eq!(budget.used(), 0);
     }

@@ -4,9 +4,12 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use tokio::sync::mpsc;
 
 use crate::Message;
+use crate::budget::MemoryBudget;
 use crate::config::WhenFull;
 
 /// Identifies a subscriber for the lifetime of the bus.
@@ -37,18 +40,31 @@ pub struct SubscriberOptions {
 pub struct SubscriberReceiver {
     pub id: SubscriberId,
     pub(crate) rx: mpsc::Receiver<Message>,
+    /// Each copy taken from the queue gives its slot's charge back.
+    pub(crate) budget: Arc<MemoryBudget>,
+}
+
+impl Drop for SubscriberReceiver {
+    fn drop(&mut self) {
+        // What is still queued goes with the queue.
+        self.budget.release_copies(self.rx.len());
+    }
 }
 
 impl SubscriberReceiver {
     /// The next message, or `None` once the subscriber has been removed and its queue drained.
     pub async fn recv(&mut self) -> Option<Message> {
-        self.rx.recv().await
+        let message = self.rx.recv().await;
+        self.budget.release_copies(usize::from(message.is_some()));
+        message
     }
 
     /// Receives up to `limit` messages into `buffer`, waiting only for the first. Returns how
     /// many were received; 0 means the queue is closed and empty.
     pub async fn recv_many(&mut self, buffer: &mut Vec<Message>, limit: usize) -> usize {
-        self.rx.recv_many(buffer, limit).await
+        let received = self.rx.recv_many(buffer, limit).await;
+        self.budget.release_copies(received);
+        received
     }
 
     /// Polls for up to `limit` messages into `buffer`, for a task that serves many queues at
@@ -59,7 +75,11 @@ impl SubscriberReceiver {
         buffer: &mut Vec<Message>,
         limit: usize,
     ) -> std::task::Poll<usize> {
-        self.rx.poll_recv_many(cx, buffer, limit)
+        let polled = self.rx.poll_recv_many(cx, buffer, limit);
+        if let std::task::Poll::Ready(received) = polled {
+            self.budget.release_copies(received);
+        }
+        polled
     }
 
     /// Whether the bus has removed this subscriber (messages may still wait in the queue).
@@ -69,7 +89,9 @@ impl SubscriberReceiver {
 
     /// A message if one is ready now.
     pub fn try_recv(&mut self) -> Option<Message> {
-        self.rx.try_recv().ok()
+        let message = self.rx.try_recv().ok();
+        self.budget.release_copies(usize::from(message.is_some()));
+        message
     }
 
     /// Messages waiting in the queue.
@@ -110,6 +132,7 @@ impl SubscriberQueue {
         id: SubscriberId,
         options: SubscriberOptions,
         capacity: usize,
+        budget: Arc<MemoryBudget>,
     ) -> (Self, SubscriberReceiver) {
         let (tx, rx) = mpsc::channel(capacity);
         let queue = Self {
@@ -120,7 +143,7 @@ impl SubscriberQueue {
             unreported: 0,
             last_report: None,
         };
-        (queue, SubscriberReceiver { id, rx })
+        (queue, SubscriberReceiver { id, rx, budget })
     }
 
     /// Hands `message` to the subscriber according to `policy`.

@@ -267,8 +267,12 @@ impl Router {
                 if options.snapshot_requests {
                     self.snapshot_listeners.push(id);
                 }
-                let (queue, receiver) =
-                    SubscriberQueue::new(id, options, self.config.queue_capacity);
+                let (queue, receiver) = SubscriberQueue::new(
+                    id,
+                    options,
+                    self.config.queue_capacity,
+                    self.budget.clone(),
+                );
                 self.subscribers.insert(
                     id,
                     Subscriber {
@@ -566,10 +570,13 @@ impl Router {
                 true
             }
             Offer::DroppedFull => {
+                // The copy charged on admission was not queued.
+                self.budget.release_copies(1);
                 subscriber.meters.dropped_full.inc();
                 false
             }
             Offer::Gone => {
+                self.budget.release_copies(1);
                 subscriber.meters.dropped_gone.inc();
                 self.remove(id);
                 false

@@ -196,6 +196,10 @@ async fn serve(listen: SocketAddr, bus: BusHandle, shutdown: Shutdown) -> Result
         tracing::warn!(%address, "metrics listener is reachable from other hosts: it has no authentication");
     }
     let held = Arc::new(Connections::default());
+    // Lines about clients are throttled: a flood of bad connections must not flood the log.
+    let client_log = Arc::new(std::sync::Mutex::new(
+        threatbus_core::throttle::LogThrottle::default(),
+    ));
     let tasks = tokio_util::task::TaskTracker::new();
     loop {
         let (stream, _) = tokio::select! {
@@ -209,10 +213,22 @@ async fn serve(listen: SocketAddr, bus: BusHandle, shutdown: Shutdown) -> Result
                 }
             },
         };
+        let allow_line = {
+            let client_log = client_log.clone();
+            move || {
+                client_log
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .allow()
+            }
+        };
         let Some(place) = held.admit() else {
-            tracing::debug!(
-                "metrics listener: every connection is answering a request; new one closed"
-            );
+            if let Some(suppressed) = allow_line() {
+                tracing::debug!(
+                    suppressed,
+                    "metrics listener: every connection is answering a request; new one closed"
+                );
+            }
             continue;
         };
         let bus = bus.clone();
@@ -238,8 +254,10 @@ async fn serve(listen: SocketAddr, bus: BusHandle, shutdown: Shutdown) -> Result
             tokio::pin!(connection);
             tokio::select! {
                 result = connection.as_mut() => {
-                    if let Err(err) = result {
-                        tracing::debug!(error = %err, "metrics listener: connection ended with an error");
+                    if let Err(err) = result
+                        && let Some(suppressed) = allow_line()
+                    {
+                        tracing::debug!(error = %err, suppressed, "metrics listener: connection ended with an error");
                     }
                 }
                 // Closed to make room for a new client: dropping the connection closes it.
