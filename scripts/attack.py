@@ -81,6 +81,15 @@ class RunningBus:
         self.log.close()
 
 
+def metrics_bus(binary: str, workdir: Path, **zmq_keys):
+    """A bus with the ZeroMQ app (and `zmq_keys`) and the metrics listener; its four ports."""
+    ports = free_ports(4)
+    config = default_config(*ports[:3])
+    config["metrics"] = {"listen": ports[3]}
+    config["plugins"]["apps"]["zmq"].update(zmq_keys)
+    return RunningBus(binary, config, workdir, ports), ports
+
+
 def ms(values) -> str:
     values = sorted(values)
     p99 = values[min(len(values) - 1, int(len(values) * 0.99))]
@@ -97,10 +106,7 @@ def timed_subscribe(manage: int) -> float:
 
 
 def manage_flood(binary: str, workdir: Path):
-    manage, pub, sub, metrics = free_ports(4)
-    config = default_config(manage, pub, sub)
-    config["metrics"] = {"listen": metrics}
-    bus = RunningBus(binary, config, workdir, [manage, pub, sub, metrics])
+    bus, (manage, pub, sub, metrics) = metrics_bus(binary, workdir)
     rss_before, log_before = bus.rss_mb(), bus.log_bytes()
     kinds = [
         b"FOO",
@@ -157,11 +163,8 @@ def manage_flood(binary: str, workdir: Path):
 
 
 def unread_subscriptions(binary: str, workdir: Path):
-    manage, pub, sub, metrics = free_ports(4)
-    config = default_config(manage, pub, sub)
-    config["metrics"] = {"listen": metrics}
-    config["plugins"]["apps"]["zmq"].update({"max_subscriptions": 4_000, "listener_timeout": 30})
-    bus = RunningBus(binary, config, workdir, [manage, pub, sub, metrics])
+    bus, (manage, pub, sub, metrics) = metrics_bus(binary, workdir, max_subscriptions=4_000,
+                                                  listener_timeout=30)
     rss_before = bus.rss_mb()
     started = time.perf_counter()
     for _ in range(2_000):
@@ -277,10 +280,7 @@ def zeek_log(binary: str, workdir: Path):
 
 
 def slowloris(binary: str, workdir: Path):
-    manage, pub, sub, metrics = free_ports(4)
-    config = default_config(manage, pub, sub)
-    config["metrics"] = {"listen": metrics}
-    bus = RunningBus(binary, config, workdir, [manage, pub, sub, metrics])
+    bus, (_, _, _, metrics) = metrics_bus(binary, workdir)
     holders = keep_alive_holders(metrics, 16)
     attack = Slowloris(metrics, 100)
     time.sleep(2)

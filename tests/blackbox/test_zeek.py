@@ -439,6 +439,19 @@ def test_invalid_events_are_skipped_and_the_peer_keeps_working(zeek_bus):
 # --------------------------------------------------------------------------- robustness
 
 
+def send_garbage(port: int, garbage: bytes):
+    """Sends bytes on a new connection and reads until the bus closes it."""
+    with socket.create_connection((HOST, port), timeout=5) as raw:
+        raw.sendall(garbage)
+        raw.shutdown(socket.SHUT_WR)
+        raw.settimeout(10)
+        try:
+            while raw.recv(4096):
+                pass
+        except (ConnectionResetError, TimeoutError):
+            pass
+
+
 def test_garbage_closes_only_that_connection(zeek_bus):
     port = zeek_bus.zeek_port
     attempts = [
@@ -449,15 +462,7 @@ def test_garbage_closes_only_that_connection(zeek_bus):
         b"",
     ]
     for garbage in attempts:
-        with socket.create_connection((HOST, port), timeout=5) as raw:
-            raw.sendall(garbage)
-            raw.shutdown(socket.SHUT_WR)
-            raw.settimeout(10)
-            try:
-                while raw.recv(4096):
-                    pass
-            except (ConnectionResetError, TimeoutError):
-                pass
+        send_garbage(port, garbage)
     # A bad envelope after a good handshake.
     zeek = peer(zeek_bus)
     zeek.send_frame(b"\x00" * 10)
@@ -686,14 +691,7 @@ def test_a_flood_of_failed_handshakes_does_not_flood_the_log(zeek_bus):
     lines and a count of the rest, and a real peer still gets in."""
     before = len(zeek_bus.log())
     for _ in range(200):
-        with socket.create_connection((HOST, zeek_bus.zeek_port), timeout=5) as raw:
-            raw.sendall(struct.pack(">I", 5) + b"\x07ZEEL")  # PROBE with a wrong magic
-            raw.settimeout(5)
-            try:
-                while raw.recv(4096):
-                    pass
-            except (ConnectionResetError, TimeoutError):
-                pass
+        send_garbage(zeek_bus.zeek_port, struct.pack(">I", 5) + b"\x07ZEEL")  # PROBE, wrong magic
     zeek = peer(zeek_bus)
     zeek.ping(b"in")
     zeek.wait_pong(b"in")

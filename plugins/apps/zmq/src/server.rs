@@ -313,26 +313,16 @@ impl Manager {
                     }
                     refusal.to_json()
                 }),
-            Ok(Request::Unsubscribe { p2p_topic }) => match self.subscriptions.remove(&p2p_topic) {
-                Some(subscription) => {
-                    let _ = self.bus.blocking_remove_subscriber(subscription.id);
-                    if let Some(suppressed) = self.logs.unsubscribed.allow() {
-                        tracing::info!(
-                            p2p_topic,
-                            topics = %bounded_list(&subscription.topics),
-                            suppressed,
-                            "ZeroMQ app unsubscribed"
-                        );
-                    }
+            Ok(Request::Unsubscribe { p2p_topic }) => {
+                if self.remove_subscription(&p2p_topic, "ZeroMQ app unsubscribed") {
                     Status::Success.to_json()
-                }
-                None => {
+                } else {
                     if let Some(suppressed) = self.logs.unknown.allow() {
                         tracing::debug!(p2p_topic = %bounded(&p2p_topic), suppressed, "unsubscribe for an unknown p2p topic");
                     }
                     Status::Error.to_json()
                 }
-            },
+            }
             Ok(Request::Heartbeat { p2p_topic }) => match self.subscriptions.get_mut(&p2p_topic) {
                 Some(subscription) => {
                     subscription.last_seen = Instant::now();
@@ -427,20 +417,32 @@ impl Manager {
         }
     }
 
+    /// Removes a subscription and its bus subscriber, with a (throttled) line saying why;
+    /// false if there is no such subscription.
+    fn remove_subscription(&mut self, p2p_topic: &str, why: &str) -> bool {
+        let Some(subscription) = self.subscriptions.remove(p2p_topic) else {
+            return false;
+        };
+        let _ = self.bus.blocking_remove_subscriber(subscription.id);
+        if let Some(suppressed) = self.logs.unsubscribed.allow() {
+            tracing::info!(
+                p2p_topic,
+                topics = %bounded_list(&subscription.topics),
+                suppressed,
+                "{why}"
+            );
+        }
+        true
+    }
+
     /// Removes the subscriptions the publisher reports unheard.
     fn expire_unheard_subscriptions(&mut self) {
         while let Ok(p2p_topic) = self.unheard.try_recv() {
-            if let Some(subscription) = self.subscriptions.remove(&p2p_topic) {
-                let _ = self.bus.blocking_remove_subscriber(subscription.id);
+            if self.remove_subscription(
+                &p2p_topic,
+                "ZeroMQ subscription removed: no SUB socket listened to its p2p topic for listener_timeout",
+            ) {
                 self.expired_no_listener.inc();
-                if let Some(suppressed) = self.logs.unsubscribed.allow() {
-                    tracing::info!(
-                        p2p_topic,
-                        topics = %bounded_list(&subscription.topics),
-                        suppressed,
-                        "ZeroMQ subscription removed: no SUB socket listened to its p2p topic for listener_timeout"
-                    );
-                }
             }
         }
     }
@@ -454,14 +456,11 @@ impl Manager {
             .map(|(topic, _)| topic.clone())
             .collect();
         for p2p_topic in expired {
-            if let Some(subscription) = self.subscriptions.remove(&p2p_topic) {
-                let _ = self.bus.blocking_remove_subscriber(subscription.id);
+            if self.remove_subscription(
+                &p2p_topic,
+                "ZeroMQ subscription expired: no heartbeat for subscription_timeout",
+            ) {
                 self.expired_no_heartbeat.inc();
-                tracing::info!(
-                    p2p_topic,
-                    timeout_secs = timeout.as_secs(),
-                    "ZeroMQ subscription expired: no heartbeat"
-                );
             }
         }
     }
