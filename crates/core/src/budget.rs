@@ -67,6 +67,12 @@ impl MemoryBudget {
         self.used.load(Ordering::Relaxed)
     }
 
+    /// Whether more than [`HIGH_WATER`] of the budget is charged (only then does it matter who
+    /// holds the most).
+    pub fn is_tight(&self) -> bool {
+        self.used() as f64 > self.limit as f64 * HIGH_WATER
+    }
+
     /// Whether `message` may be queued for a subscriber that holds `depth` messages while the
     /// average subscriber holds `average_depth`; charges it if it is queued for the first time.
     pub fn admit(
