@@ -6,7 +6,7 @@ use std::thread::ScopedJoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow, bail};
-use threatbus_zmq::client::{ManageClient, Subscription, endpoint};
+use threatbus_zmq_client::client::{ManageClient, Subscription, endpoint};
 
 use crate::control::{Control, Phase};
 use crate::indicator::{IndicatorFactory, MAX_SEQ, RunSpec};
@@ -356,7 +356,7 @@ fn measure(
 /// Sets `ZMQ_XPUB_NODROP` (it applies to PUB sockets too): at the high-water mark `send` waits
 /// for room instead of silently dropping the frame.
 fn set_no_drop(socket: &mut zmq::Socket) -> anyhow::Result<()> {
-    threatbus_zmq::set_nodrop(socket)
+    threatbus_zmq_client::set_nodrop(socket)
         .map_err(|err| anyhow::anyhow!("cannot set ZMQ_XPUB_NODROP on the publisher socket: {err}"))
 }
 

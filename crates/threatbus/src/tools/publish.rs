@@ -6,7 +6,7 @@ use std::io::{IsTerminal, Read};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use threatbus_zmq::client::{Publisher, endpoint};
+use threatbus_zmq_client::client::{Publisher, endpoint};
 
 use super::input::{self, Parsed};
 use super::{BusAddress, PublishArgs};

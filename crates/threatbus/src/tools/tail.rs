@@ -12,9 +12,10 @@ use std::time::{Duration, Instant};
 
 use serde::de::IgnoredAny;
 use threatbus_core::topic;
-use threatbus_zmq::client::{
-    ClientError, ManageClient, Subscription, connect_subscriber, endpoint, zmq,
+use threatbus_zmq_client::client::{
+    ClientError, ManageClient, Subscription, connect_subscriber, endpoint,
 };
+use threatbus_zmq_client::zmq;
 use tokio_util::sync::CancellationToken;
 
 use super::{BusAddress, TailArgs};

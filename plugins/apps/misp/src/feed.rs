@@ -79,7 +79,7 @@ pub fn run(
     let mut throttle = LogThrottle::default();
     let (mut published, mut skipped, mut invalid) = (0u64, 0u64, 0u64);
     let mut frame = zmq::Message::new();
-    while threatbus_zmq::recv_until_stopped(&socket, &mut frame, &stop)
+    while threatbus_zmq_client::recv_until_stopped(&socket, &mut frame, &stop)
         .map_err(|err| format!("MISP feed socket failed: {err}"))?
     {
         match decode(&frame, &filters) {

@@ -245,7 +245,7 @@ impl App for MispApp {
                     "MISP app without `api`: attributes are ingested, but sightings are not reported to MISP and snapshots are not answered"
                 ),
             }
-            let endpoint = threatbus_zmq::tcp_endpoint(&feed.host, feed.port);
+            let endpoint = threatbus_zmq_client::tcp_endpoint(&feed.host, feed.port);
             let stop = shutdown.stop_input.clone();
             let filters = config.filter;
             let feed_bus = bus.clone();

@@ -9,7 +9,6 @@
 //! Each subscribe request gets a fresh 32-letter p2p topic and its own bus subscriber, which also
 //! receives every snapshot request made by other subscribers (upstream's snapshot hook).
 
-pub mod client;
 pub mod manage;
 mod publisher;
 pub mod receiver;
@@ -19,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use threatbus_core::config::{ConfigError, host, parse_section, port};
 use threatbus_core::{App, BoxFuture, BusHandle, PluginError, Shutdown};
+use threatbus_zmq_client::tcp_endpoint;
 
 /// Settings of `plugins.apps.zmq`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -192,33 +192,6 @@ impl ZmqConfig {
     }
 }
 
-/// `tcp://host:port` for ZeroMQ, with brackets around an IPv6 address.
-pub fn tcp_endpoint(host: &str, port: u16) -> String {
-    if host.contains(':') {
-        format!("tcp://[{host}]:{port}")
-    } else {
-        format!("tcp://{host}:{port}")
-    }
-}
-
-/// Waits for the next message on a socket that has a receive timeout, until `stop` fires:
-/// `Ok(true)` when `frame` holds one, `Ok(false)` when stopped (or the context is ending).
-pub fn recv_until_stopped(
-    socket: &zmq::Socket,
-    frame: &mut zmq::Message,
-    stop: &tokio_util::sync::CancellationToken,
-) -> Result<bool, zmq::Error> {
-    while !stop.is_cancelled() {
-        match socket.recv(frame, 0) {
-            Ok(()) => return Ok(true),
-            Err(zmq::Error::EAGAIN) | Err(zmq::Error::EINTR) => continue,
-            Err(zmq::Error::ETERM) => return Ok(false),
-            Err(err) => return Err(err),
-        }
-    }
-    Ok(false)
-}
-
 /// The ZeroMQ app.
 #[derive(Debug)]
 pub struct ZmqApp {
@@ -249,30 +222,6 @@ impl App for ZmqApp {
         shutdown: Shutdown,
     ) -> BoxFuture<Result<(), PluginError>> {
         Box::pin(server::run(self.config, bus, shutdown))
-    }
-}
-
-/// Sets `ZMQ_XPUB_NODROP` on a PUB or XPUB socket (a PUB socket is an XPUB socket inside
-/// libzmq; the `zmq` crate has no setter for it): at a peer's high-water mark, `send` fails
-/// with `EAGAIN` (or waits, without `DONTWAIT`) instead of silently dropping the frame. Only the
-/// peers a frame's topic matches are checked.
-pub fn set_nodrop(socket: &mut zmq::Socket) -> zmq::Result<()> {
-    let on: libc::c_int = 1;
-    // SAFETY: the socket handle is live for the call (we hold `&mut` to its owner), and the
-    // value is a C int that outlives the call, with its size passed alongside.
-    let rc = unsafe {
-        zmq_sys::zmq_setsockopt(
-            socket.as_mut_ptr(),
-            zmq_sys::ZMQ_XPUB_NODROP as libc::c_int,
-            std::ptr::from_ref(&on).cast(),
-            std::mem::size_of::<libc::c_int>(),
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        // SAFETY: reads the calling thread's libzmq error number.
-        Err(zmq::Error::from_raw(unsafe { zmq_sys::zmq_errno() }))
     }
 }
 

@@ -61,7 +61,7 @@ pub(crate) fn run(
     };
     // One reused message buffer: ZeroMQ hands over its bytes without a copy into a Vec.
     let mut frame = zmq::Message::new();
-    while crate::recv_until_stopped(&socket, &mut frame, &stop)
+    while threatbus_zmq_client::recv_until_stopped(&socket, &mut frame, &stop)
         .map_err(|err| format!("ZeroMQ sub socket failed: {err}"))?
     {
         if frame.get_more() {

@@ -183,7 +183,7 @@ impl Sockets {
             socket.set_sndhwm(config.send_hwm)?;
             // A full app buffer makes the send fail rather than drop the frame silently; the
             // publisher then holds that app's frames (see publisher.rs).
-            crate::set_nodrop(socket)
+            threatbus_zmq_client::set_nodrop(socket)
         })?;
         let (receive, sub_port) = open(zmq::SUB, "sub", config.sub_port, &|socket| {
             socket.set_rcvtimeo(POLL_INTERVAL_MS)?;

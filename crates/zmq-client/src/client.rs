@@ -16,9 +16,6 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use thiserror::Error;
 
-/// The `zmq` crate this module's sockets and contexts come from.
-pub use zmq;
-
 /// `tcp://host:port` for a host as a user gives it: [`crate::tcp_endpoint`], also accepting an
 /// IPv6 address that is already in brackets (`[::1]`).
 pub fn endpoint(host: &str, port: u16) -> String {
