@@ -68,13 +68,7 @@ pub enum Format {
 
 /// Seconds between two summary lines; 0 turns them off.
 fn summary_seconds<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
-    let value = Value::deserialize(deserializer)?;
-    match value.as_u64() {
-        Some(seconds) => Ok(Duration::from_secs(seconds)),
-        None => Err(de::Error::custom(format!(
-            "expected a whole number of seconds (0 turns the summary off), got {value}"
-        ))),
-    }
+    threatbus_core::config::whole_seconds(deserializer, 0, 24 * 3600)
 }
 
 /// The `logging` section.

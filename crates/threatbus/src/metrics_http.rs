@@ -69,7 +69,7 @@ fn parse_listen(value: &Value) -> Result<Option<SocketAddr>, String> {
     };
     match value {
         Value::Null => Ok(None),
-        Value::Number(n) => match n.as_u64() {
+        Value::Number(n) => match threatbus_core::config::whole_number(value) {
             Some(port) => loopback(port).map(Some),
             None => Err(format!("expected a port or an address:port, got {n}")),
         },

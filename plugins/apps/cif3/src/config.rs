@@ -3,12 +3,13 @@
 //! `retry`.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use threatbus_core::config::{ConfigError, lenient_string, parse_section};
+use threatbus_core::config::{
+    BackoffConfig, ConfigError, lenient_number, lenient_string, parse_section,
+};
 
 /// Where the section lives in the config file.
 pub const KEY: &str = "plugins.apps.cif3";
@@ -39,7 +40,7 @@ pub struct Cif3Config {
     /// Waits between attempts at a call CIF could not serve (ping at start, a submission
     /// that met a network error, 408, 429 or 5xx).
     #[serde(default)]
-    pub retry: RetryConfig,
+    pub retry: BackoffConfig,
 }
 
 /// `api`: where CIF is and how to authenticate.
@@ -61,33 +62,6 @@ pub struct ApiConfig {
     pub ca_file: Option<PathBuf>,
 }
 
-/// `retry`: capped exponential backoff with up to 20 % random jitter.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RetryConfig {
-    /// Seconds to wait after the first failure; doubles after each further one. Default 0.5.
-    #[serde(
-        serialize_with = "threatbus_core::config::serialize_seconds",
-        deserialize_with = "delay"
-    )]
-    pub min_delay: Duration,
-    /// Upper bound of the wait, in seconds. Default 30.
-    #[serde(
-        serialize_with = "threatbus_core::config::serialize_seconds",
-        deserialize_with = "delay"
-    )]
-    pub max_delay: Duration,
-}
-
-impl Default for RetryConfig {
-    fn default() -> Self {
-        Self {
-            min_delay: Duration::from_millis(500),
-            max_delay: Duration::from_secs(30),
-        }
-    }
-}
-
 fn default_group() -> String {
     "everyone".into()
 }
@@ -100,39 +74,13 @@ fn default_confidence() -> f64 {
     7.5
 }
 
-/// A number, or a numeric string as environment overrides may give; with the value as written
-/// for error messages.
-fn number<'de, D: Deserializer<'de>>(deserializer: D) -> Result<(f64, Value), D::Error> {
-    let value = Value::deserialize(deserializer)?;
-    let number = match &value {
-        Value::Number(n) => n.as_f64(),
-        Value::String(s) => s.trim().parse::<f64>().ok(),
-        _ => None,
-    };
-    match number {
-        Some(n) if n.is_finite() => Ok((n, value)),
-        _ => Err(de::Error::custom(format!("expected a number, got {value}"))),
-    }
-}
-
 fn confidence<'de, D: Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
-    let (n, value) = number(deserializer)?;
+    let (n, value) = lenient_number(deserializer)?;
     if (0.0..=10.0).contains(&n) {
         Ok(n)
     } else {
         Err(de::Error::custom(format!(
             "expected a number from 0 to 10 (CIF's confidence scale), got {value}"
-        )))
-    }
-}
-
-fn delay<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
-    let (n, value) = number(deserializer)?;
-    if (0.001..=86_400.0).contains(&n) {
-        Ok(Duration::from_secs_f64(n))
-    } else {
-        Err(de::Error::custom(format!(
-            "expected seconds from 0.001 to 86400, got {value}"
         )))
     }
 }
@@ -178,15 +126,7 @@ impl Cif3Config {
                 "must not be empty: a CIF token with write permission",
             ));
         }
-        if config.retry.min_delay > config.retry.max_delay {
-            return Err(ConfigError::new(
-                key("retry"),
-                format!(
-                    "min_delay ({:?}) must not exceed max_delay ({:?})",
-                    config.retry.min_delay, config.retry.max_delay
-                ),
-            ));
-        }
+        config.retry.check(&key("retry"))?;
         Ok(config)
     }
 
@@ -204,6 +144,7 @@ impl Cif3Config {
 mod tests {
     use super::*;
     use serde_json::json;
+    use std::time::Duration;
 
     fn minimal() -> Value {
         json!({

@@ -23,8 +23,9 @@ use threatbus_net::{Backoff, FailureStreak};
 use tokio_util::sync::CancellationToken;
 
 use crate::client::{CifClient, Outcome};
-use crate::config::{Cif3Config, KEY, RetryConfig};
+use crate::config::{Cif3Config, KEY};
 use crate::mapping::{self, Defaults, Skip, SkipReason};
+use threatbus_core::config::BackoffConfig;
 
 /// How long a submission under way when the bus stops may still take: CIF may have stored the
 /// indicator already, and the answer says so.
@@ -154,7 +155,7 @@ enum Delivery {
 }
 
 impl Publisher {
-    fn new(client: CifClient, defaults: Defaults, retry: &RetryConfig) -> Self {
+    fn new(client: CifClient, defaults: Defaults, retry: &BackoffConfig) -> Self {
         Self {
             client,
             defaults,

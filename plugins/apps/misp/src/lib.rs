@@ -20,11 +20,13 @@ pub mod sightings;
 pub mod snapshot;
 
 use std::path::PathBuf;
-use std::time::Duration;
 
+use serde::Deserializer;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use threatbus_core::config::{ConfigError, lenient_string, parse_section, port};
+use threatbus_core::config::{
+    BackoffConfig, ConfigError, lenient_string, parse_section, port, whole,
+};
 use threatbus_core::{App, BoxFuture, BusHandle, PluginError, Shutdown};
 use threatbus_net::Backoff;
 use threatbus_net::http::SetupError;
@@ -52,6 +54,12 @@ pub struct MispConfig {
     /// MISP's Kafka feed: not supported yet.
     #[serde(default, skip_serializing)]
     pub kafka: Option<Value>,
+
+    // ----- not in upstream -----
+    /// Waits between attempts at a call MISP could not serve (the check at start, reporting a
+    /// sighting, a snapshot search).
+    #[serde(default)]
+    pub retry: BackoffConfig,
 }
 
 /// `api`: MISP's REST API.
@@ -71,12 +79,16 @@ pub struct ApiConfig {
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
     /// Attributes per restSearch page when answering snapshots (not upstream). Default 1000.
-    #[serde(default = "default_page_size")]
+    #[serde(default = "default_page_size", deserialize_with = "page_size")]
     pub page_size: u32,
 }
 
 fn default_page_size() -> u32 {
     1000
+}
+
+fn page_size<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
+    whole(deserializer, 1, 100_000).map(|n| n as u32)
 }
 
 /// `zmq`: where MISP's ZeroMQ plugin publishes.
@@ -107,6 +119,7 @@ impl MispConfig {
                 "must not be empty",
             )),
             (Some(_), None) => {
+                config.retry.check(&format!("{KEY}.retry"))?;
                 if let Some(api) = &config.api {
                     api.validate()?;
                 }
@@ -130,12 +143,6 @@ impl ApiConfig {
                 "must not contain control characters such as line breaks",
             ));
         }
-        if self.page_size == 0 || self.page_size > 100_000 {
-            return Err(ConfigError::new(
-                format!("{KEY}.api.page_size"),
-                format!("must be between 1 and 100000, got {}", self.page_size),
-            ));
-        }
         MispApi::new(self).map(drop).map_err(|err| match err {
             SetupError::Url { .. } => ConfigError::new(format!("{KEY}.api.host"), err.to_string()),
             SetupError::Tls(tls) => {
@@ -146,17 +153,21 @@ impl ApiConfig {
 }
 
 /// Backoff between attempts at calls MISP could not serve.
-fn backoff() -> Backoff {
-    Backoff::new(Duration::from_millis(500), Duration::from_secs(30))
+fn backoff(retry: &BackoffConfig) -> Backoff {
+    Backoff::new(retry.min_delay, retry.max_delay)
 }
 
 /// Checks once at start that MISP answers and takes the key (`GET /servers/getVersion`), and
 /// keeps trying with backoff until it does; the feed and the workers run meanwhile.
-async fn check_api(config: ApiConfig, stop: tokio_util::sync::CancellationToken) {
+async fn check_api(
+    config: ApiConfig,
+    retry: BackoffConfig,
+    stop: tokio_util::sync::CancellationToken,
+) {
     let Ok(mut api) = MispApi::new(&config) else {
         return;
     };
-    let mut retry = Retry::new(backoff());
+    let mut retry = Retry::new(backoff(&retry));
     loop {
         match api.check().await {
             Ok(version) => {
@@ -224,7 +235,7 @@ impl App for MispApp {
                     workers.spawn(sightings::run(
                         client()?,
                         bus.clone(),
-                        backoff(),
+                        backoff(&config.retry),
                         shutdown.stop.clone(),
                     ));
                     workers.spawn(snapshot::run(
@@ -232,10 +243,10 @@ impl App for MispApp {
                         bus.clone(),
                         config.filter.clone(),
                         api.page_size,
-                        backoff(),
+                        backoff(&config.retry),
                         shutdown.stop.clone(),
                     ));
-                    let check = check_api(api.clone(), shutdown.stop.clone());
+                    let check = check_api(api.clone(), config.retry, shutdown.stop.clone());
                     workers.spawn(async move {
                         check.await;
                         Ok(())

@@ -17,10 +17,12 @@ pub mod transport;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::de::{self, Deserializer};
+use serde::de::Deserializer;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use threatbus_core::config::{ConfigError, host, lenient_string, parse_section, port};
+use threatbus_core::config::{
+    ConfigError, host, lenient_string, parse_section, port, whole, whole_seconds,
+};
 use threatbus_core::{App, BoxFuture, BusHandle, PluginError, Shutdown};
 
 /// Where the section lives in the config file.
@@ -143,23 +145,8 @@ fn default_max_handshakes() -> usize {
     32
 }
 
-fn whole<'de, D: Deserializer<'de>>(deserializer: D, min: u64, max: u64) -> Result<u64, D::Error> {
-    let value = Value::deserialize(deserializer)?;
-    let n = match &value {
-        Value::Number(n) => n.as_u64(),
-        Value::String(s) => s.trim().parse().ok(),
-        _ => None,
-    };
-    match n {
-        Some(n) if (min..=max).contains(&n) => Ok(n),
-        _ => Err(de::Error::custom(format!(
-            "expected a whole number from {min} to {max}, got {value}"
-        ))),
-    }
-}
-
 fn seconds<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
-    whole(deserializer, 1, 86_400).map(Duration::from_secs)
+    whole_seconds(deserializer, 1, 86_400)
 }
 
 fn frame_size<'de, D: Deserializer<'de>>(deserializer: D) -> Result<usize, D::Error> {

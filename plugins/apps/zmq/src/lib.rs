@@ -14,9 +14,11 @@ mod publisher;
 pub mod receiver;
 mod server;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
-use threatbus_core::config::{ConfigError, host, parse_section, port};
+use threatbus_core::config::{
+    ConfigError, host, parse_section, port, positive_seconds, positive_usize, whole,
+};
 use threatbus_core::{App, BoxFuture, BusHandle, PluginError, Shutdown};
 use threatbus_zmq_client::tcp_endpoint;
 
@@ -38,43 +40,58 @@ pub struct ZmqConfig {
     pub sub_port: u16,
     /// Largest message accepted on the manage and sub sockets, in bytes. A peer that sends a
     /// larger one is disconnected by ZeroMQ (and reconnects). Default 1 MiB.
-    #[serde(default = "default_max_message_size")]
+    #[serde(
+        default = "default_max_message_size",
+        deserialize_with = "message_size"
+    )]
     pub max_message_size: i64,
     /// Per-app send buffer of the pub socket, in messages (ZeroMQ's high-water mark). When it is
     /// full the publisher holds that app's frames and the app's bus queue absorbs the lag
     /// (`bus.queue_capacity`, then `bus.when_full`); ZeroMQ drops nothing. Default 1000, as
     /// ZeroMQ's own default: the bus queue, not ZeroMQ, is where lag is buffered and counted.
-    #[serde(default = "default_hwm")]
+    #[serde(default = "default_hwm", deserialize_with = "hwm")]
     pub send_hwm: i32,
     /// Receive buffer of the sub socket, in messages (ZeroMQ's high-water mark). When apps
     /// publish faster than the bus takes messages in, ZeroMQ buffers up to this many; beyond it
     /// the publishing app's own send buffer fills (and, unless it sets `ZMQ_XPUB_NODROP`, its
     /// ZeroMQ drops). Default 1000, as ZeroMQ's own default.
-    #[serde(default = "default_hwm")]
+    #[serde(default = "default_hwm", deserialize_with = "hwm")]
     pub receive_hwm: i32,
     /// Forget a subscription that has sent no heartbeat (and no other request) for this many
     /// seconds. Off by default, like upstream: apps that never send heartbeats keep working.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "optional_seconds")]
     pub subscription_timeout: Option<u64>,
     /// Seconds a subscription may go without any SUB socket listening to its p2p topic before
     /// it is removed (apps subscribe their SUB socket right after the subscribe reply; one that
     /// never does, or went away, holds a subscription nobody reads). After 5 s without a
     /// listener nothing is queued for it any more. Default 300.
-    #[serde(default = "default_listener_timeout")]
+    #[serde(default = "default_listener_timeout", deserialize_with = "seconds")]
     pub listener_timeout: u64,
     /// Largest management request answered, in bytes; a larger one gets an error reply that
     /// names this key. Default 65536.
-    #[serde(default = "default_max_request_size")]
+    #[serde(
+        default = "default_max_request_size",
+        deserialize_with = "positive_usize"
+    )]
     pub max_request_size: usize,
     /// Longest topic a subscription may name, in bytes. Default 1024.
-    #[serde(default = "default_max_topic_length")]
+    #[serde(
+        default = "default_max_topic_length",
+        deserialize_with = "positive_usize"
+    )]
     pub max_topic_length: usize,
     /// Most topics one subscribe request may name. Default 64.
-    #[serde(default = "default_max_topics_per_request")]
+    #[serde(
+        default = "default_max_topics_per_request",
+        deserialize_with = "positive_usize"
+    )]
     pub max_topics_per_request: usize,
     /// Most subscriptions the ZeroMQ app holds at once; a subscribe beyond it gets an error
     /// reply that names this key. Default 1024.
-    #[serde(default = "default_max_subscriptions")]
+    #[serde(
+        default = "default_max_subscriptions",
+        deserialize_with = "positive_usize"
+    )]
     pub max_subscriptions: usize,
 }
 
@@ -84,11 +101,6 @@ fn default_max_message_size() -> i64 {
 
 fn default_listener_timeout() -> u64 {
     300
-}
-
-/// A count as a signed number for the range checks (saturating; counts that large are fine).
-fn count(n: usize) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 fn default_max_request_size() -> usize {
@@ -112,6 +124,26 @@ fn default_hwm() -> i32 {
     1000
 }
 
+fn message_size<'de, D: Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
+    whole(deserializer, 1024, i64::MAX as u64).map(|n| n as i64)
+}
+
+fn hwm<'de, D: Deserializer<'de>>(deserializer: D) -> Result<i32, D::Error> {
+    whole(deserializer, 1, i32::MAX as u64).map(|n| n as i32)
+}
+
+fn seconds<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+    positive_seconds(deserializer).map(|duration| duration.as_secs())
+}
+
+/// Seconds, or nothing (`null`, as an absent key).
+fn optional_seconds<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
+    match Value::deserialize(deserializer)? {
+        Value::Null => Ok(None),
+        value => seconds(value).map(Some).map_err(serde::de::Error::custom),
+    }
+}
+
 impl ZmqConfig {
     /// Reads and validates the section.
     pub fn from_section(section: &Value) -> Result<Self, ConfigError> {
@@ -131,44 +163,6 @@ impl ZmqConfig {
                     ));
                 }
             }
-        }
-        if config.max_message_size < 1024 {
-            return Err(ConfigError::new(
-                format!("{KEY}.max_message_size"),
-                format!(
-                    "must be at least 1024 bytes, got {}",
-                    config.max_message_size
-                ),
-            ));
-        }
-        let at_least_one = [
-            ("send_hwm", i64::from(config.send_hwm)),
-            ("receive_hwm", i64::from(config.receive_hwm)),
-            ("max_request_size", count(config.max_request_size)),
-            ("max_topic_length", count(config.max_topic_length)),
-            (
-                "max_topics_per_request",
-                count(config.max_topics_per_request),
-            ),
-            ("max_subscriptions", count(config.max_subscriptions)),
-            (
-                "listener_timeout",
-                i64::try_from(config.listener_timeout).unwrap_or(i64::MAX),
-            ),
-        ];
-        for (name, value) in at_least_one {
-            if value < 1 {
-                return Err(ConfigError::new(
-                    format!("{KEY}.{name}"),
-                    format!("must be at least 1, got {value}"),
-                ));
-            }
-        }
-        if config.subscription_timeout == Some(0) {
-            return Err(ConfigError::new(
-                format!("{KEY}.subscription_timeout"),
-                "must be at least 1 second, got 0",
-            ));
         }
         Ok(config)
     }

@@ -6,10 +6,13 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::de::{self, Deserializer};
+use serde::de::Deserializer;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use threatbus_core::config::{ConfigError, lenient_string, parse_section, port};
+use threatbus_core::config::{
+    BackoffConfig, ConfigError, lenient_string, non_negative_u64, parse_section, port,
+    positive_usize, whole, whole_seconds,
+};
 
 /// Where the section lives in the config file; every error names a key below it.
 pub const KEY: &str = "plugins.backbones.rabbitmq";
@@ -62,7 +65,7 @@ pub struct RabbitMqConfig {
     pub connect_timeout: Duration,
     /// Backoff between reconnection attempts.
     #[serde(default)]
-    pub reconnect: ReconnectConfig,
+    pub reconnect: BackoffConfig,
     /// Messages RabbitMQ hands this instance before it has acknowledged them (AMQP prefetch
     /// count). `0` means no limit (upstream's behaviour). Default 1000.
     #[serde(default = "default_prefetch", deserialize_with = "prefetch")]
@@ -143,7 +146,7 @@ pub struct QueueConfig {
     pub exclusive: bool,
     /// `x-max-length`: RabbitMQ drops the oldest messages beyond this many. `0`, the default,
     /// means unlimited.
-    #[serde(deserialize_with = "non_negative")]
+    #[serde(deserialize_with = "non_negative_u64")]
     pub max_items: u64,
 }
 
@@ -188,35 +191,6 @@ impl Default for TlsConfig {
             verify: true,
             cert_file: None,
             key_file: None,
-        }
-    }
-}
-
-/// `reconnect`: capped exponential backoff between connection attempts (initial connect
-/// included), with up to 20 % random jitter so that many instances do not reconnect in step.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ReconnectConfig {
-    /// Seconds to wait after the first failed attempt; doubles after each further failure.
-    /// Default 0.5.
-    #[serde(
-        serialize_with = "threatbus_core::config::serialize_seconds",
-        deserialize_with = "positive_fractional_seconds"
-    )]
-    pub min_delay: Duration,
-    /// Upper bound of the wait, in seconds. Default 30.
-    #[serde(
-        serialize_with = "threatbus_core::config::serialize_seconds",
-        deserialize_with = "positive_fractional_seconds"
-    )]
-    pub max_delay: Duration,
-}
-
-impl Default for ReconnectConfig {
-    fn default() -> Self {
-        Self {
-            min_delay: Duration::from_millis(500),
-            max_delay: Duration::from_secs(30),
         }
     }
 }
@@ -291,15 +265,7 @@ impl RabbitMqConfig {
                 "must be at most 255 bytes long",
             ));
         }
-        if self.reconnect.min_delay > self.reconnect.max_delay {
-            return Err(ConfigError::new(
-                key("reconnect"),
-                format!(
-                    "min_delay ({:?}) must not exceed max_delay ({:?})",
-                    self.reconnect.min_delay, self.reconnect.max_delay
-                ),
-            ));
-        }
+        self.reconnect.check(&key("reconnect"))?;
         let tls = &self.tls;
         if !tls.enabled {
             for (name, set) in [
@@ -401,37 +367,8 @@ fn yes() -> bool {
     true
 }
 
-/// A number given as a JSON number or as a numeric string (environment overrides arrive as
-/// strings).
-fn number<'de, D: Deserializer<'de>>(deserializer: D) -> Result<(f64, Value), D::Error> {
-    let value = Value::deserialize(deserializer)?;
-    let parsed = match &value {
-        Value::Number(n) => n.as_f64(),
-        Value::String(s) => s.trim().parse::<f64>().ok(),
-        _ => None,
-    };
-    match parsed {
-        Some(n) if n.is_finite() => Ok((n, value)),
-        _ => Err(de::Error::custom(format!("expected a number, got {value}"))),
-    }
-}
-
-fn whole<'de, D: Deserializer<'de>>(deserializer: D, max: u64) -> Result<u64, D::Error> {
-    let (n, value) = number(deserializer)?;
-    if n < 0.0 || n.fract() != 0.0 || n > max as f64 {
-        return Err(de::Error::custom(format!(
-            "expected a whole number from 0 to {max}, got {value}"
-        )));
-    }
-    Ok(n as u64)
-}
-
-fn non_negative<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
-    whole(deserializer, i64::MAX as u64)
-}
-
 fn seconds_u16<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u16, D::Error> {
-    whole(deserializer, u64::from(u16::MAX)).map(|n| n as u16)
+    whole(deserializer, 0, u64::from(u16::MAX)).map(|n| n as u16)
 }
 
 fn prefetch<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u16, D::Error> {
@@ -439,36 +376,11 @@ fn prefetch<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u16, D::Error>
 }
 
 fn batch_messages<'de, D: Deserializer<'de>>(deserializer: D) -> Result<usize, D::Error> {
-    match whole(deserializer, 10_000)? {
-        0 => Err(de::Error::custom("must be at least 1, got 0")),
-        n => Ok(n as usize),
-    }
-}
-
-fn positive_usize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<usize, D::Error> {
-    match whole(deserializer, u32::MAX as u64)? {
-        0 => Err(de::Error::custom("must be at least 1, got 0")),
-        n => Ok(n as usize),
-    }
+    whole(deserializer, 1, 10_000).map(|n| n as usize)
 }
 
 fn positive_seconds<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
-    match whole(deserializer, 86_400)? {
-        0 => Err(de::Error::custom("must be at least 1 second, got 0")),
-        n => Ok(Duration::from_secs(n)),
-    }
-}
-
-fn positive_fractional_seconds<'de, D: Deserializer<'de>>(
-    deserializer: D,
-) -> Result<Duration, D::Error> {
-    let (n, value) = number(deserializer)?;
-    if !(0.001..=86_400.0).contains(&n) {
-        return Err(de::Error::custom(format!(
-            "expected seconds from 0.001 to 86400, got {value}"
-        )));
-    }
-    Ok(Duration::from_secs_f64(n))
+    whole_seconds(deserializer, 1, 86_400)
 }
 
 #[cfg(test)]
