@@ -503,7 +503,7 @@ fn finished(
         Ok((name, Err(err))) => Some(BusError::PluginFailed {
             kind: name.kind,
             name: name.name.to_owned(),
-            reason: err.to_string(),
+            reason: err.report(),
         }),
         Err(err) => Some(BusError::PluginFailed {
             kind: "plugin",

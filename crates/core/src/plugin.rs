@@ -20,11 +20,82 @@ use crate::{BusError, BusHandle, Message};
 /// A boxed, sendable future, as the plugin traits return.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
-/// A plugin failed to start or failed while running. The message says what and why (e.g. the
-/// address that could not be bound).
+/// The error underneath a [`PluginError`].
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// A plugin failed to start or failed while running: the plugin's own typed error, or what it
+/// was doing (e.g. serving which API) with the error that stopped it as its source.
 #[derive(Debug, Error)]
-#[error("{0}")]
-pub struct PluginError(pub String);
+pub enum PluginError {
+    /// The plugin's own error, which says what failed.
+    #[error(transparent)]
+    Failed(BoxError),
+    /// A failure at `what`, caused by `source`.
+    #[error("{what}")]
+    During {
+        what: String,
+        #[source]
+        source: BoxError,
+    },
+    /// A failure with no underlying error (a missing setting, a task that ended early).
+    #[error("{0}")]
+    Message(String),
+}
+
+impl PluginError {
+    /// A failure at `what`, caused by `source`.
+    pub fn new(what: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        Self::During {
+            what: what.into(),
+            source: source.into(),
+        }
+    }
+
+    /// The plugin's own error, which says what failed by itself.
+    pub fn from_error(source: impl Into<BoxError>) -> Self {
+        Self::Failed(source.into())
+    }
+
+    /// A failure with no underlying error.
+    pub fn message(what: impl Into<String>) -> Self {
+        Self::Message(what.into())
+    }
+
+    /// What failed and every cause, joined by `: ` (for log lines and the exit message).
+    pub fn report(&self) -> String {
+        let mut text = self.to_string();
+        let mut cause = std::error::Error::source(self);
+        while let Some(err) = cause {
+            text.push_str(": ");
+            text.push_str(&err.to_string());
+            cause = err.source();
+        }
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Error)]
+    #[error("cannot bind the pub socket")]
+    struct Bind(#[source] std::io::Error);
+
+    #[test]
+    fn reports_name_every_cause_once() {
+        let refused = || std::io::Error::new(std::io::ErrorKind::AddrInUse, "address in use");
+        let own = PluginError::from_error(Bind(refused()));
+        assert_eq!(own.report(), "cannot bind the pub socket: address in use");
+        let during = PluginError::new("plugins.apps.x", Bind(refused()));
+        assert_eq!(
+            during.report(),
+            "plugins.apps.x: cannot bind the pub socket: address in use"
+        );
+        assert!(std::error::Error::source(&during).is_some());
+        assert_eq!(PluginError::message("x: required").report(), "x: required");
+    }
+}
 
 /// The two stages of a graceful shutdown, as an app sees them.
 #[derive(Debug, Clone)]

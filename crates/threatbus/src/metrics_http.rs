@@ -187,9 +187,9 @@ impl Drop for Place {
 }
 
 async fn serve(listen: SocketAddr, bus: BusHandle, shutdown: Shutdown) -> Result<(), PluginError> {
-    let listener = TcpListener::bind(listen)
-        .await
-        .map_err(|err| PluginError(format!("metrics.listen: cannot listen on {listen}: {err}")))?;
+    let listener = TcpListener::bind(listen).await.map_err(|err| {
+        PluginError::new(format!("metrics.listen: cannot listen on {listen}"), err)
+    })?;
     let address = listener.local_addr().unwrap_or(listen);
     tracing::info!(%address, "metrics listener serving /metrics, /health and /ready");
     if !address.ip().is_loopback() {

@@ -39,7 +39,7 @@ pub(crate) async fn run(
     shutdown: Shutdown,
 ) -> Result<(), PluginError> {
     let failed =
-        |what: &str, err: threatbus_core::BusError| PluginError(format!("{KEY}: {what}: {err}"));
+        |what: &str, err: threatbus_core::BusError| PluginError::new(format!("{KEY}: {what}"), err);
     let mut queue = bus
         .add_subscriber(SubscriberOptions {
             label: "cif3".into(),

@@ -221,7 +221,7 @@ impl App for MispApp {
         Box::pin(async move {
             let config = self.config;
             let Some(feed) = config.zmq else {
-                return Err(PluginError(format!("{KEY}.zmq: required")));
+                return Err(PluginError::message(format!("{KEY}.zmq: required")));
             };
             let mut workers = tokio::task::JoinSet::new();
             // Nothing to bind: the app is ready once started (MISP's reachability shows in
@@ -230,7 +230,7 @@ impl App for MispApp {
             match &config.api {
                 Some(api) => {
                     let client = || {
-                        MispApi::new(api).map_err(|err| PluginError(format!("{KEY}.api: {err}")))
+                        MispApi::new(api).map_err(|err| PluginError::new(format!("{KEY}.api"), err))
                     };
                     workers.spawn(sightings::run(
                         client()?,
@@ -282,8 +282,11 @@ impl App for MispApp {
             }
             match fed {
                 Ok(Ok(())) => Ok(()),
-                Ok(Err(err)) => Err(PluginError(format!("{KEY}: {err}"))),
-                Err(err) => Err(PluginError(format!("{KEY}: the feed thread failed: {err}"))),
+                Ok(Err(err)) => Err(PluginError::new(KEY, err)),
+                Err(err) => Err(PluginError::new(
+                    format!("{KEY}: the feed thread failed"),
+                    err,
+                )),
             }
         })
     }

@@ -35,7 +35,7 @@ pub async fn run(
     backoff: Backoff,
     stop: CancellationToken,
 ) -> Result<(), PluginError> {
-    let failed = |err: threatbus_core::BusError| PluginError(format!("MISP sightings: {err}"));
+    let failed = |err: threatbus_core::BusError| PluginError::new("MISP sightings", err);
     let mut queue = bus
         .add_subscriber(SubscriberOptions {
             label: "misp sightings".into(),

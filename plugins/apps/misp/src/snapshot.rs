@@ -54,7 +54,7 @@ pub async fn run(
             snapshot_requests: true,
         })
         .await
-        .map_err(|err| PluginError(format!("MISP snapshots: {err}")))?;
+        .map_err(|err| PluginError::new("MISP snapshots", err))?;
     let mut retry = Retry::new(backoff);
     loop {
         let message = tokio::select! {

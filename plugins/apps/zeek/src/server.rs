@@ -72,10 +72,10 @@ pub async fn run(
     let listener = TcpListener::bind((config.host.as_str(), config.port))
         .await
         .map_err(|err| {
-            PluginError(format!(
-                "{KEY}: cannot listen on {}:{}: {err}",
-                config.host, config.port
-            ))
+            PluginError::new(
+                format!("{KEY}: cannot listen on {}:{}", config.host, config.port),
+                err,
+            )
         })?;
     let address = listener.local_addr().map_or_else(
         |_| format!("{}:{}", config.host, config.port),

@@ -7,27 +7,29 @@
 
 use threatbus_core::throttle::LogThrottle;
 use threatbus_core::{BusHandle, Message};
+
+use crate::error::{FrameError, ZmqAppError};
 use tokio_util::sync::CancellationToken;
 
 /// The prefixes the SUB socket subscribes to.
 pub(crate) const SUBSCRIBED_PREFIXES: [&str; 2] = ["stix2/", "threatbus/snapshotenvelope"];
 
 /// Decodes one frame into a bus message.
-pub fn decode_frame(frame: &[u8]) -> Result<Message, String> {
+pub fn decode_frame(frame: &[u8]) -> Result<Message, FrameError> {
     let space = frame
         .iter()
         .position(|b| *b == b' ')
-        .ok_or("no space between topic and payload")?;
+        .ok_or(FrameError::NoSpace)?;
     let (topic, payload) = (&frame[..space], &frame[space + 1..]);
     if std::str::from_utf8(topic).is_err() {
-        return Err("topic is not UTF-8".into());
+        return Err(FrameError::TopicNotUtf8);
     }
     if topic.starts_with(b"stix2/") {
-        Message::from_stix_json(payload).map_err(|e| e.to_string())
+        Ok(Message::from_stix_json(payload)?)
     } else if topic == b"threatbus/snapshotenvelope" {
-        Message::from_envelope_json(payload).map_err(|e| e.to_string())
+        Ok(Message::from_envelope_json(payload)?)
     } else {
-        Err("unexpected topic".into())
+        Err(FrameError::UnexpectedTopic)
     }
 }
 
@@ -46,14 +48,14 @@ pub(crate) fn run(
     socket: zmq::Socket,
     bus: BusHandle,
     stop: CancellationToken,
-) -> Result<(), String> {
+) -> Result<(), ZmqAppError> {
     let mut throttle = LogThrottle::default();
-    let mut reject = |topic: String, reason: &str| {
+    let mut reject = |topic: String, reason: &dyn std::fmt::Display| {
         bus.record_rejected_input();
         if let Some(suppressed) = throttle.allow() {
             tracing::warn!(
                 topic,
-                reason,
+                %reason,
                 suppressed,
                 "dropped invalid message from a ZeroMQ app"
             );
@@ -61,9 +63,12 @@ pub(crate) fn run(
     };
     // One reused message buffer: ZeroMQ hands over its bytes without a copy into a Vec.
     let mut frame = zmq::Message::new();
-    while threatbus_zmq_client::recv_until_stopped(&socket, &mut frame, &stop)
-        .map_err(|err| format!("ZeroMQ sub socket failed: {err}"))?
-    {
+    while threatbus_zmq_client::recv_until_stopped(&socket, &mut frame, &stop).map_err(
+        |source| ZmqAppError::Socket {
+            socket: "sub",
+            source,
+        },
+    )? {
         if frame.get_more() {
             let topic = topic_of(&frame);
             while frame.get_more() {
@@ -72,7 +77,7 @@ pub(crate) fn run(
                     break;
                 }
             }
-            reject(topic, "multi-part message");
+            reject(topic, &"multi-part message");
             continue;
         }
         match decode_frame(&frame) {

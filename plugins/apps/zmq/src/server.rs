@@ -14,6 +14,7 @@ use threatbus_core::{BusHandle, PluginError, Shutdown};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::error::{SubscribeError, ZmqAppError};
 use crate::manage::{self, Refusal, Request, Status};
 use crate::{ZmqConfig, publisher, receiver};
 
@@ -30,7 +31,7 @@ pub(crate) async fn run(
     shutdown: Shutdown,
 ) -> Result<(), PluginError> {
     let context = zmq::Context::new();
-    let sockets = Sockets::bind(&context, &config).map_err(PluginError)?;
+    let sockets = Sockets::bind(&context, &config).map_err(PluginError::from_error)?;
     tracing::info!(
         manage = %config.endpoint(sockets.manage_port),
         r#pub = %config.endpoint(sockets.pub_port),
@@ -38,7 +39,7 @@ pub(crate) async fn run(
         "ZeroMQ app listening"
     );
     bus.set_ready(true);
-    let (failures_tx, mut failures) = mpsc::unbounded_channel::<String>();
+    let (failures_tx, mut failures) = mpsc::unbounded_channel::<ZmqAppError>();
     let (outlets_tx, outlets_rx) = mpsc::unbounded_channel();
 
     let (expired_tx, expired_rx) = std::sync::mpsc::channel();
@@ -89,7 +90,7 @@ pub(crate) async fn run(
         Some(failure) = failures.recv() => {
             // The bus stops everything once this app returns; do not wait for the publisher,
             // which only finishes on the bus's stop signal.
-            result = Err(PluginError(failure));
+            result = Err(PluginError::from_error(failure));
             shutdown.stop_input.cancel();
             publisher.abort();
         }
@@ -109,8 +110,8 @@ pub(crate) async fn run(
 /// Starts a socket thread; its error, if any, ends the app.
 fn spawn_thread(
     name: &str,
-    failures: mpsc::UnboundedSender<String>,
-    body: impl FnOnce() -> Result<(), String> + Send + 'static,
+    failures: mpsc::UnboundedSender<ZmqAppError>,
+    body: impl FnOnce() -> Result<(), ZmqAppError> + Send + 'static,
 ) -> Option<JoinHandle<()>> {
     let reporter = failures.clone();
     let thread_name = name.to_owned();
@@ -125,12 +126,17 @@ fn spawn_thread(
                     let _ = reporter.send(err);
                 }
                 Err(_) => {
-                    let _ = reporter.send(format!("thread {thread_name} panicked"));
+                    let _ = reporter.send(ZmqAppError::Panicked(thread_name));
                 }
             }
         });
     spawned
-        .map_err(|err| failures.send(format!("cannot start thread {name}: {err}")))
+        .map_err(|source| {
+            failures.send(ZmqAppError::Thread {
+                name: name.to_owned(),
+                source,
+            })
+        })
         .ok()
 }
 
@@ -146,15 +152,17 @@ struct Sockets {
 impl Sockets {
     /// Creates, configures and binds the three sockets. Options must be set before `bind`:
     /// ZeroMQ copies them into the listener, so later changes do not reach accepted peers.
-    fn bind(context: &zmq::Context, config: &ZmqConfig) -> Result<Self, String> {
+    fn bind(context: &zmq::Context, config: &ZmqConfig) -> Result<Self, ZmqAppError> {
         let open = |kind: zmq::SocketType,
-                    name: &str,
+                    name: &'static str,
                     port: u16,
                     configure: &dyn Fn(&mut zmq::Socket) -> zmq::Result<()>|
-         -> Result<(zmq::Socket, u16), String> {
+         -> Result<(zmq::Socket, u16), ZmqAppError> {
             let endpoint = config.endpoint(port);
-            let fail = |err: zmq::Error| {
-                format!("plugins.apps.zmq: cannot bind the {name} socket to {endpoint}: {err}")
+            let fail = |source: zmq::Error| ZmqAppError::Bind {
+                socket: name,
+                endpoint: endpoint.clone(),
+                source,
             };
             let mut socket = context.socket(kind).map_err(fail)?;
             socket.set_linger(LINGER_MS).map_err(fail)?;
@@ -210,7 +218,7 @@ fn manage_loop(
     socket: zmq::Socket,
     mut manager: Manager,
     stop: CancellationToken,
-) -> Result<(), String> {
+) -> Result<(), ZmqAppError> {
     while !stop.is_cancelled() {
         manager.expire_silent_subscriptions();
         manager.expire_unheard_subscriptions();
@@ -218,7 +226,12 @@ fn manage_loop(
             Ok(payload) => payload,
             Err(zmq::Error::EAGAIN) | Err(zmq::Error::EINTR) => continue,
             Err(zmq::Error::ETERM) => break,
-            Err(err) => return Err(format!("ZeroMQ manage socket failed: {err}")),
+            Err(source) => {
+                return Err(ZmqAppError::Socket {
+                    socket: "manage",
+                    source,
+                });
+            }
         };
         // Extra parts of a multi-part request are ignored; the reply answers the first.
         while socket.get_rcvmore().unwrap_or(false) {
@@ -346,39 +359,36 @@ impl Manager {
             )));
         }
         self.add_subscription(topics, snapshot_days)
-            .map_err(Refusal::WithReason)
+            .map_err(|err| Refusal::WithReason(err.to_string()))
     }
 
     fn add_subscription(
         &mut self,
         topics: Vec<String>,
         snapshot_days: i64,
-    ) -> Result<String, String> {
+    ) -> Result<String, SubscribeError> {
         let snapshot = match snapshot_days {
             0 => None,
             days => Some(
                 days.checked_mul(86_400)
                     .map(SignedDuration::from_secs)
-                    .ok_or_else(|| format!("snapshot of {days} days is out of range"))?,
+                    .ok_or(SubscribeError::SnapshotOutOfRange(days))?,
             ),
         };
         let p2p_topic = self.fresh_p2p_topic();
-        let receiver = self
-            .bus
-            .blocking_add_subscriber(SubscriberOptions {
-                label: p2p_topic.clone(),
-                snapshot_requests: true,
-            })
-            .map_err(|e| e.to_string())?;
+        let receiver = self.bus.blocking_add_subscriber(SubscriberOptions {
+            label: p2p_topic.clone(),
+            snapshot_requests: true,
+        })?;
         let id = receiver.id;
         let outlet = publisher::Outlet::new(Arc::from(p2p_topic.as_str()), receiver);
         if self.outlets.send(outlet).is_err() {
             let _ = self.bus.blocking_remove_subscriber(id);
-            return Err("the ZeroMQ publisher has stopped".into());
+            return Err(SubscribeError::PublisherStopped);
         }
         if let Err(err) = self.bus.blocking_subscribe(id, topics.clone(), snapshot) {
             let _ = self.bus.blocking_remove_subscriber(id);
-            return Err(err.to_string());
+            return Err(err.into());
         }
         if let Some(suppressed) = self.logs.subscribed.allow() {
             tracing::info!(

@@ -141,10 +141,10 @@ impl RabbitMq {
         tracing::info!("RabbitMQ backbone stopped: {}", self.stats.summary());
         match published.and(consumed) {
             Ok(()) => Ok(()),
-            Err(err) => Err(PluginError(format!(
-                "RabbitMQ at {}: {err}",
-                self.connector.endpoint()
-            ))),
+            Err(err) => Err(PluginError::new(
+                format!("RabbitMQ at {}", self.connector.endpoint()),
+                err,
+            )),
         }
     }
 }
