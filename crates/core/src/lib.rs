@@ -7,6 +7,8 @@
 //! backbones carry what local apps published to every bus instance and hand back what any
 //! instance published.
 
+#![forbid(unsafe_code)]
+
 pub mod budget;
 pub mod bus;
 pub mod config;

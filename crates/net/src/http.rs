@@ -31,6 +31,13 @@ pub enum SetupError {
     Tls(#[from] TlsError),
 }
 
+/// A default header whose value cannot be sent.
+#[derive(Debug, Error)]
+#[error("the value for the {name} header is not a valid header value")]
+pub struct HeaderError {
+    pub name: &'static str,
+}
+
 /// A request that did not get an answer.
 #[derive(Debug, Error)]
 pub enum HttpError {
@@ -169,9 +176,8 @@ impl HttpClient {
 
     /// Sends `name: value` with every request. Fails for a value that cannot be a header
     /// (e.g. one with a line break).
-    pub fn default_header(&mut self, name: &'static str, value: &str) -> Result<(), String> {
-        let value = HeaderValue::from_str(value)
-            .map_err(|_| format!("the value for the {name} header is not a valid header value"))?;
+    pub fn default_header(&mut self, name: &'static str, value: &str) -> Result<(), HeaderError> {
+        let value = HeaderValue::from_str(value).map_err(|_| HeaderError { name })?;
         self.headers
             .push((http::HeaderName::from_static(name), value));
         Ok(())

@@ -6,6 +6,8 @@
 //! * [`http`]: a small HTTP/1.1 client for REST APIs (MISP, CIFv3), one kept-alive connection,
 //!   timeouts and a cap on the answer size.
 
+#![forbid(unsafe_code)]
+
 pub mod backoff;
 pub mod http;
 pub mod tls;

@@ -35,7 +35,7 @@ pub enum StixError {
     Timestamp {
         property: &'static str,
         value: String,
-        reason: String,
+        reason: crate::timestamp::TimestampError,
     },
     #[error("property `pattern`: invalid STIX pattern {pattern:?}: {reason}")]
     Pattern {

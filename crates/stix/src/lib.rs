@@ -7,6 +7,8 @@
 //! Indicator enters the bus, and apps extract point IoCs from them ([`pattern`]). This crate
 //! does no I/O.
 
+#![forbid(unsafe_code)]
+
 mod error;
 mod id;
 mod object;
@@ -18,7 +20,7 @@ pub use error::StixError;
 pub use id::StixId;
 pub use object::{Indicator, MatchType, Operation, Sighting, StixObject};
 pub use properties::Properties;
-pub use timestamp::Timestamp;
+pub use timestamp::{Timestamp, TimestampError};
 
 /// The only `spec_version` the bus accepts.
 pub const SPEC_VERSION: &str = "2.1";

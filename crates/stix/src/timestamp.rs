@@ -2,6 +2,21 @@
 
 use std::fmt;
 
+use thiserror::Error;
+
+/// Why a text is not a STIX timestamp.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum TimestampError {
+    #[error("expected RFC 3339 UTC form YYYY-MM-DDTHH:MM:SS[.s]Z")]
+    NotUtcRfc3339,
+    #[error("fractional seconds must be 1 to 9 digits")]
+    FractionDigits,
+    /// The form is right but the date or time is not (e.g. February 30th); the text is the
+    /// date library's.
+    #[error("{0}")]
+    OutOfRange(String),
+}
+
 /// A STIX timestamp. Equality compares the instant; the number of fractional digits the sender
 /// used is remembered so that a value is printed back with the same precision (never less than
 /// the minimum a property demands, see [`Timestamp::to_stix_string`]).
@@ -15,14 +30,14 @@ pub struct Timestamp {
 impl Timestamp {
     /// Parses `YYYY-MM-DDTHH:MM:SS[.fraction]Z`. Offsets other than `Z` are rejected: STIX
     /// requires UTC.
-    pub fn parse(value: &str) -> Result<Self, String> {
+    pub fn parse(value: &str) -> Result<Self, TimestampError> {
         let bytes = value.as_bytes();
         if !value.is_ascii()
             || bytes.len() < 20
             || bytes[10] != b'T'
             || bytes[bytes.len() - 1] != b'Z'
         {
-            return Err("expected RFC 3339 UTC form YYYY-MM-DDTHH:MM:SS[.s]Z".into());
+            return Err(TimestampError::NotUtcRfc3339);
         }
         let digits = match value[19..value.len() - 1].strip_prefix('.') {
             None if value.len() == 20 => 0,
@@ -31,9 +46,11 @@ impl Timestamp {
             {
                 frac.len() as u8
             }
-            _ => return Err("fractional seconds must be 1 to 9 digits".into()),
+            _ => return Err(TimestampError::FractionDigits),
         };
-        let instant: jiff::Timestamp = value.parse().map_err(|e: jiff::Error| e.to_string())?;
+        let instant: jiff::Timestamp = value
+            .parse()
+            .map_err(|e: jiff::Error| TimestampError::OutOfRange(e.to_string()))?;
         Ok(Self { instant, digits })
     }
 

@@ -3,6 +3,8 @@
 //! the bus until SIGINT, SIGTERM or another terminating signal (SIGHUP reopens the log file). Subcommands: `check` validates a configuration, `publish`
 //! and `tail` talk to a running bus through its ZeroMQ app.
 
+#![forbid(unsafe_code)]
+
 mod check;
 mod config;
 mod logging;

@@ -97,7 +97,7 @@ impl CifClient {
         let agent = concat!("threatbus/", env!("CARGO_PKG_VERSION"));
         for (name, value) in [("accept", CIF_V3), ("user-agent", agent)] {
             http.default_header(name, value)
-                .map_err(|err| ConfigError::new(KEY, err))?;
+                .map_err(|err| ConfigError::new(KEY, err.to_string()))?;
         }
         Ok(Self { http })
     }

@@ -9,6 +9,8 @@
 //!   answer means.
 //! * `publisher`: the task that subscribes, pings until CIF answers and pushes with retries.
 
+#![forbid(unsafe_code)]
+
 pub mod client;
 pub mod config;
 pub mod itype;

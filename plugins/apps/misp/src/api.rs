@@ -54,9 +54,9 @@ impl MispApi {
         for (name, value) in headers {
             client
                 .default_header(name, value)
-                .map_err(|reason| SetupError::Url {
+                .map_err(|err| SetupError::Url {
                     url: config.host.clone(),
-                    reason,
+                    reason: err.to_string(),
                 })?;
         }
         Ok(Self { client })

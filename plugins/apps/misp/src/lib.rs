@@ -10,6 +10,8 @@
 //! * [`snapshot`]: snapshot requests for indicators answered from MISP's search (only with
 //!   `api`).
 
+#![forbid(unsafe_code)]
+
 pub mod api;
 pub mod attribute;
 pub mod feed;

@@ -9,6 +9,8 @@
 //! Each subscribe request gets a fresh 32-letter p2p topic and its own bus subscriber, which also
 //! receives every snapshot request made by other subscribers (upstream's snapshot hook).
 
+#![forbid(unsafe_code)]
+
 pub mod error;
 pub mod manage;
 mod publisher;

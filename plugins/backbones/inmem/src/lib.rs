@@ -3,6 +3,8 @@
 //! A backbone carries what local apps published to every bus instance; with a single instance
 //! that is the identity: every published message goes straight back to the router.
 
+#![forbid(unsafe_code)]
+
 use serde::Deserialize;
 use serde_json::Value;
 use threatbus_core::config::{ConfigError, parse_section};

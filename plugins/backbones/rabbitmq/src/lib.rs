@@ -17,6 +17,8 @@
 //! kept across reconnects, repeats suppressed by `message_id`, bounded buffering, backoff,
 //! clear errors for refused declarations, and an orderly shutdown.
 
+#![forbid(unsafe_code)]
+
 pub mod config;
 pub mod connect;
 pub mod consumer;
