@@ -18,8 +18,6 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::Message;
-
 /// Above this share of the limit, subscribers holding more than the average, or more than
 /// [`HEAVY_DEPTH`] messages, get no more.
 pub const HIGH_WATER: f64 = 0.5;
@@ -37,6 +35,17 @@ pub const COPY_COST: usize = 16;
 pub struct MemoryBudget {
     limit: usize,
     used: AtomicUsize,
+}
+
+/// What the budget charges: a message, with the estimate of what it costs in memory, charged
+/// once and released when the last copy is dropped.
+pub trait Chargeable {
+    /// Estimated bytes the message takes while queued.
+    fn cost(&self) -> usize;
+    /// Whether it counts against a budget already.
+    fn is_charged(&self) -> bool;
+    /// Counts it against `budget` until it is dropped (once; later calls do nothing).
+    fn charge(&self, budget: Arc<MemoryBudget>);
 }
 
 /// Whether a message may be queued for one subscriber.
@@ -77,7 +86,7 @@ impl MemoryBudget {
     /// average subscriber holds `average_depth`; charges it if it is queued for the first time.
     pub fn admit(
         self: &Arc<Self>,
-        message: &Message,
+        message: &impl Chargeable,
         depth: usize,
         average_depth: f64,
     ) -> Admission {
@@ -134,6 +143,7 @@ impl Drop for Charge {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Message;
     use crate::message::{Body, SnapshotRequest};
 
     fn message(n: u32) -> Message {

@@ -9,25 +9,52 @@
 
 #![forbid(unsafe_code)]
 
-pub mod budget;
-pub mod bus;
-pub mod config;
+// The modules in dependency order, top-down: each uses only those above it.
+
+// Foundations: errors, log throttling, settings, metrics.
 mod error;
-pub mod message;
-pub mod metrics;
-pub mod plugin;
-pub mod queue;
-pub mod router;
-pub mod stats;
+
 pub mod throttle;
+
+pub mod config;
+
+pub mod metrics;
+
+pub mod stats;
+
+// What travels: routing topics, messages (charged against the memory budget), subscriber
+// queues.
 pub mod topic;
 
-pub use bus::{Bus, BusHandle};
+pub mod budget;
+
+pub mod message;
+
+pub mod queue;
+
+// The router's mailbox, where published messages enter, and the handle apps hold.
+mod command;
+
+mod intake;
+
+pub mod handle;
+
+// Who receives what.
+pub mod router;
+
+// What plugins implement, and the bus's lifecycle.
+pub mod plugin;
+
+pub mod bus;
+
+pub use bus::{Bus, Running};
 pub use config::{BusConfig, ConfigError, WhenFull};
 pub use error::BusError;
+pub use handle::BusHandle;
+pub use intake::Inbound;
 pub use message::{Body, DecodeError, Message, MessageType, SnapshotEnvelope, SnapshotRequest};
 pub use metrics::Registry;
-pub use plugin::{App, Backbone, BackboneIo, BoxFuture, PluginError, Shutdown};
+pub use plugin::{App, Backbone, BackboneIo, BoxError, BoxFuture, Carrier, PluginError, Shutdown};
 pub use queue::{SubscriberId, SubscriberOptions, SubscriberReceiver};
 pub use stats::Totals;
 pub use threatbus_stix as stix;

@@ -19,6 +19,7 @@ use serde_json::{Map, Value};
 use thiserror::Error;
 use threatbus_stix::{Indicator, Sighting, StixError, StixObject};
 
+use crate::budget::{Charge, Chargeable, MemoryBudget};
 use crate::topic;
 
 /// The kind of data a snapshot asks for (`snapshot_type` on the wire).
@@ -104,7 +105,7 @@ struct Inner {
     body: Body,
     json: Bytes,
     /// The memory budget this message counts against while it is alive, once queued.
-    charge: std::sync::OnceLock<crate::budget::Charge>,
+    charge: std::sync::OnceLock<Charge>,
 }
 
 /// Why bytes could not become a message.
@@ -149,15 +150,6 @@ impl Message {
     /// Whether the message already counts against a memory budget.
     pub fn is_charged(&self) -> bool {
         self.0.charge.get().is_some()
-    }
-
-    /// Counts the message against `budget` until it is dropped (once; later calls do nothing).
-    pub(crate) fn charge(&self, budget: Arc<crate::budget::MemoryBudget>) {
-        let bytes = self.cost();
-        self.0.charge.get_or_init(|| {
-            budget.add(bytes);
-            crate::budget::Charge { budget, bytes }
-        });
     }
 
     /// Wraps a STIX object.
@@ -401,6 +393,24 @@ fn encode(body: &Body) -> Vec<u8> {
             out.push(b'}');
             out
         }
+    }
+}
+
+impl Chargeable for Message {
+    fn cost(&self) -> usize {
+        Message::cost(self)
+    }
+
+    fn is_charged(&self) -> bool {
+        Message::is_charged(self)
+    }
+
+    fn charge(&self, budget: Arc<MemoryBudget>) {
+        let bytes = self.cost();
+        self.0.charge.get_or_init(|| {
+            budget.add(bytes);
+            Charge { budget, bytes }
+        });
     }
 }
 

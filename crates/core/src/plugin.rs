@@ -13,9 +13,10 @@ use tokio_util::sync::CancellationToken;
 
 use std::sync::Arc;
 
+use crate::handle::BusHandle;
+use crate::intake::Inbound;
+use crate::message::Message;
 use crate::metrics::{Gauge, Registry};
-use crate::router::Command;
-use crate::{BusError, BusHandle, Message};
 
 /// A boxed, sendable future, as the plugin traits return.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -128,7 +129,7 @@ pub trait App: Send + 'static {
 
 /// A backbone carries messages between bus instances: it takes every message local apps
 /// published (`outbound`) and hands back, through `inbound`, every message any instance
-/// published, this one included. The in-memory backbone is the identity.
+/// published, this one included.
 pub trait Backbone: Send + 'static {
     /// The plugin name as in `plugins.backbones`.
     fn name(&self) -> &'static str;
@@ -139,15 +140,35 @@ pub trait Backbone: Send + 'static {
         None
     }
 
-    /// True for a backbone that only hands every message back to this same instance (the
-    /// in-memory backbone). The core then routes published messages itself and never calls
-    /// [`Backbone::run`].
-    fn loops_back(&self) -> bool {
-        false
-    }
-
     /// Carries messages until `io.stop` fires, then flushes and returns.
     fn run(self: Box<Self>, io: BackboneIo) -> BoxFuture<Result<(), PluginError>>;
+}
+
+/// How this instance's messages reach every bus instance.
+pub enum Carrier {
+    /// This instance is alone (`plugins.backbones.inmem`): the core routes what its apps publish
+    /// itself, with no backbone in between.
+    Loopback,
+    /// A backbone plugin carries messages between instances.
+    Backbone(Box<dyn Backbone>),
+}
+
+impl Carrier {
+    /// The name metrics and log lines use: the backbone's, or `inmem`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Loopback => "inmem",
+            Self::Backbone(backbone) => backbone.name(),
+        }
+    }
+
+    /// The section as it is in effect, for `threatbus check` (see [`Backbone::effective_config`]).
+    pub fn effective_config(&self) -> Option<serde_json::Value> {
+        match self {
+            Self::Loopback => Some(serde_json::Value::Object(Default::default())),
+            Self::Backbone(backbone) => backbone.effective_config(),
+        }
+    }
 }
 
 /// The backbone's connection to the core.
@@ -163,20 +184,4 @@ pub struct BackboneIo {
     /// The backbone's readiness (`threatbus_ready{component="backbone:<name>"}`): set to 1
     /// while connected, 0 while not.
     pub ready: Gauge,
-}
-
-/// Hands messages from a backbone to the router.
-#[derive(Clone)]
-pub struct Inbound {
-    pub(crate) router: mpsc::Sender<Command>,
-}
-
-impl Inbound {
-    /// Routes `message` to the local subscribers; waits while the router is busy.
-    pub async fn deliver(&self, message: Message) -> Result<(), BusError> {
-        self.router
-            .send(Command::Route(message))
-            .await
-            .map_err(|_| BusError::Stopped)
-    }
 }

@@ -18,54 +18,18 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use jiff::SignedDuration;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::budget::{Admission, MemoryBudget};
-use crate::bus::Outbound;
+use crate::command::Command;
 use crate::config::BusConfig;
+use crate::intake::Outbound;
 use crate::message::{Body, Message, MessageType, SnapshotRequest};
 use crate::metrics::{self, Counter, Gauge, Registry};
-use crate::queue::{Offer, SubscriberId, SubscriberOptions, SubscriberQueue, SubscriberReceiver};
+use crate::queue::{Offer, SubscriberId, SubscriberQueue};
 use crate::throttle::LogThrottle;
 use crate::{BusError, topic};
-
-/// Requests to the router.
-pub(crate) enum Command {
-    /// Deliver a message that the backbone handed back.
-    Route(Message),
-    AddSubscriber {
-        options: SubscriberOptions,
-        /// The app the subscriber belongs to, for its metrics.
-        app: &'static str,
-        reply: oneshot::Sender<Result<SubscriberReceiver, BusError>>,
-    },
-    Subscribe {
-        id: SubscriberId,
-        topics: Vec<String>,
-        snapshot: Option<SignedDuration>,
-        reply: oneshot::Sender<Result<Option<String>, BusError>>,
-    },
-    Unsubscribe {
-        id: SubscriberId,
-        topics: Vec<String>,
-        reply: oneshot::Sender<Result<(), BusError>>,
-    },
-    RemoveSubscriber {
-        id: SubscriberId,
-        reply: oneshot::Sender<Result<(), BusError>>,
-    },
-    /// Whether anyone reads the subscriber's queue (see `BusHandle::set_listening`).
-    SetListening {
-        id: SubscriberId,
-        listening: bool,
-        reply: oneshot::Sender<Result<(), BusError>>,
-    },
-    /// How many messages wait in subscriber queues (for draining on shutdown).
-    QueuedMessages { reply: oneshot::Sender<usize> },
-    /// Update the gauges that are only read at scrape time.
-    RefreshGauges { reply: oneshot::Sender<()> },
-}
 
 struct Subscriber {
     queue: SubscriberQueue,

@@ -6,8 +6,8 @@ use std::time::Duration;
 use jiff::SignedDuration;
 use serde_json::{Value, json};
 use threatbus_core::{
-    App, Backbone, BackboneIo, Body, BoxFuture, Bus, BusConfig, BusHandle, Message, PluginError,
-    Shutdown, SubscriberOptions, SubscriberReceiver, Totals, WhenFull,
+    App, Backbone, BackboneIo, Body, BoxFuture, Bus, BusConfig, BusHandle, Carrier, Message,
+    PluginError, Shutdown, SubscriberOptions, SubscriberReceiver, Totals, WhenFull,
 };
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
@@ -66,7 +66,11 @@ async fn start(config: BusConfig) -> Running {
         ..config
     };
     let (tx, rx) = oneshot::channel();
-    let bus = Bus::new(config, Box::new(Identity), vec![Box::new(Probe(tx))]);
+    let bus = Bus::new(
+        config,
+        Carrier::Backbone(Box::new(Identity)),
+        vec![Box::new(Probe(tx))],
+    );
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(bus.run(shutdown.clone()));
     Running {

@@ -1,9 +1,10 @@
 //! Every plugin compiled into this binary, in one list. Each entry is behind the cargo feature
 //! of the same name; an unknown name in the config fails with this list.
 
+use serde::Deserialize;
 use serde_json::Value;
-use threatbus_core::config::ConfigError;
-use threatbus_core::{App, Backbone};
+use threatbus_core::config::{ConfigError, parse_section};
+use threatbus_core::{App, Carrier};
 
 use std::path::Path;
 
@@ -11,15 +12,20 @@ use crate::config::{self, Config};
 
 /// A plugin: its name under `plugins.apps` or `plugins.backbones` and how to build it from its
 /// config section.
-pub struct Plugin<T: ?Sized> {
+pub struct Plugin<T> {
     pub name: &'static str,
-    pub build: fn(&Value) -> Result<Box<T>, ConfigError>,
+    pub build: fn(&Value) -> Result<T, ConfigError>,
 }
 
 /// An app plugin.
-pub type AppPlugin = Plugin<dyn App>;
-/// A backbone plugin.
-pub type BackbonePlugin = Plugin<dyn Backbone>;
+pub type AppPlugin = Plugin<Box<dyn App>>;
+/// A backbone plugin: what carries messages between instances.
+pub type BackbonePlugin = Plugin<Carrier>;
+
+/// `plugins.backbones.inmem` takes no settings (`inmem: {}` or `inmem:`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InMemoryConfig {}
 
 /// The compiled-in apps.
 pub const APPS: &[AppPlugin] = &[
@@ -47,27 +53,33 @@ pub const APPS: &[AppPlugin] = &[
 
 /// The compiled-in backbones.
 pub const BACKBONES: &[BackbonePlugin] = &[
-    #[cfg(feature = "inmem")]
+    // One bus instance, no external service: the core routes what its apps publish itself.
     BackbonePlugin {
         name: "inmem",
-        build: |section| Ok(Box::new(threatbus_inmem::InMemory::build(section)?)),
+        build: |section| {
+            parse_section::<InMemoryConfig>("plugins.backbones.inmem", section)?;
+            Ok(Carrier::Loopback)
+        },
     },
     #[cfg(feature = "rabbitmq")]
     BackbonePlugin {
         name: "rabbitmq",
-        build: |section| Ok(Box::new(threatbus_rabbitmq::RabbitMq::build(section)?)),
+        build: |section| {
+            let backbone = threatbus_rabbitmq::RabbitMq::build(section)?;
+            Ok(Carrier::Backbone(Box::new(backbone)))
+        },
     },
 ];
 
 /// The built plugins, ready to run.
 pub struct Plugins {
-    pub backbone: Box<dyn Backbone>,
+    pub backbone: Carrier,
     pub apps: Vec<Box<dyn App>>,
     /// Notes for the log (e.g. a redundant backbone that was left out).
     pub notes: Vec<String>,
 }
 
-fn names<T: ?Sized>(plugins: &[Plugin<T>]) -> String {
+fn names<T>(plugins: &[Plugin<T>]) -> String {
     let list: Vec<_> = plugins.iter().map(|p| p.name).collect();
     if list.is_empty() {
         "none".into()
@@ -77,12 +89,12 @@ fn names<T: ?Sized>(plugins: &[Plugin<T>]) -> String {
 }
 
 /// Builds every configured plugin of one kind (`apps` or `backbones`), collecting errors.
-fn build_kind<T: ?Sized>(
+fn build_kind<T>(
     kind: &str,
     configured: &[(String, Value)],
     compiled_in: &[Plugin<T>],
     errors: &mut Vec<ConfigError>,
-) -> Vec<Box<T>> {
+) -> Vec<T> {
     let mut built = Vec::new();
     for (name, section) in configured {
         match compiled_in.iter().find(|p| p.name == name) {

@@ -19,8 +19,8 @@ use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 use serde_json::{Value, json};
 use threatbus_core::{
-    App, Body, BoxFuture, Bus, BusConfig, BusError, BusHandle, Message, MessageType, PluginError,
-    Shutdown, SnapshotEnvelope, SubscriberOptions, SubscriberReceiver,
+    App, Body, BoxFuture, Bus, BusConfig, BusError, BusHandle, Carrier, Message, MessageType,
+    PluginError, Shutdown, SnapshotEnvelope, SubscriberOptions, SubscriberReceiver,
 };
 use threatbus_rabbitmq::{RabbitMq, RabbitMqStats};
 use tokio::net::{TcpListener, TcpStream};
@@ -192,7 +192,11 @@ impl Instance {
             shutdown_timeout: Duration::from_secs(10),
             ..BusConfig::default()
         };
-        let bus = Bus::new(config, Box::new(backbone), vec![Box::new(Probe(tx))]);
+        let bus = Bus::new(
+            config,
+            Carrier::Backbone(Box::new(backbone)),
+            vec![Box::new(Probe(tx))],
+        );
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(bus.run(shutdown.clone()));
         Self {

@@ -1,0 +1,47 @@
+//! What the router is asked to do: the one mailbox through which apps (via their handle),
+//! backbones (via the intake) and the bus's lifecycle reach it. Requests that want an answer
+//! carry a oneshot sender for it.
+
+use jiff::SignedDuration;
+use tokio::sync::oneshot;
+
+use crate::BusError;
+use crate::message::Message;
+use crate::queue::{SubscriberId, SubscriberOptions, SubscriberReceiver};
+
+/// Requests to the router.
+pub(crate) enum Command {
+    /// Deliver a message that the backbone handed back.
+    Route(Message),
+    AddSubscriber {
+        options: SubscriberOptions,
+        /// The app the subscriber belongs to, for its metrics.
+        app: &'static str,
+        reply: oneshot::Sender<Result<SubscriberReceiver, BusError>>,
+    },
+    Subscribe {
+        id: SubscriberId,
+        topics: Vec<String>,
+        snapshot: Option<SignedDuration>,
+        reply: oneshot::Sender<Result<Option<String>, BusError>>,
+    },
+    Unsubscribe {
+        id: SubscriberId,
+        topics: Vec<String>,
+        reply: oneshot::Sender<Result<(), BusError>>,
+    },
+    RemoveSubscriber {
+        id: SubscriberId,
+        reply: oneshot::Sender<Result<(), BusError>>,
+    },
+    /// Whether anyone reads the subscriber's queue (see `BusHandle::set_listening`).
+    SetListening {
+        id: SubscriberId,
+        listening: bool,
+        reply: oneshot::Sender<Result<(), BusError>>,
+    },
+    /// How many messages wait in subscriber queues (for draining on shutdown).
+    QueuedMessages { reply: oneshot::Sender<usize> },
+    /// Update the gauges that are only read at scrape time.
+    RefreshGauges { reply: oneshot::Sender<()> },
+}
