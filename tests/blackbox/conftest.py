@@ -4,6 +4,10 @@ The bus under test is started as a subprocess:
   * ``THREATBUS_CMD``: a whole command line (e.g. ``/tmp/tbvenv-orig/bin/threatbus``), wins if set;
   * otherwise ``THREATBUS_BIN``: path of the Rust binary.
 ``-c <tmpdir>/config.yaml`` is appended in both cases. Neither set / missing -> the test fails.
+
+``bus_factory(metrics=True)`` turns on the bus's metrics listener; ``Bus.metrics()`` scrapes it.
+The Python original has no metrics: under ``THREATBUS_CMD`` the listener is not configured and
+``Bus.metrics()`` returns None, so a test checks its counters only where there are some.
 """
 
 from __future__ import annotations
@@ -119,6 +123,12 @@ def default_config(manage: int, pub: int, sub: int) -> dict:
     }
 
 
+def serves_metrics() -> bool:
+    """Whether the bus under test has the metrics listener: THREATBUS_BIN (ours) does,
+    THREATBUS_CMD (meant for the Python original) is not assumed to."""
+    return not os.environ.get("THREATBUS_CMD", "").strip()
+
+
 def base_command() -> list[str]:
     cmd = os.environ.get("THREATBUS_CMD", "").strip()
     if cmd:
@@ -166,6 +176,7 @@ class Bus:
         )
         self._subs: list = []
         self._pubs: list = []
+        self.metrics_port: int | None = None  # set by bus_factory(metrics=True)
 
     # -- process
     def log(self) -> str:
@@ -226,6 +237,15 @@ class Bus:
                 self.proc.wait(10)
         self._logf.close()
 
+    # -- metrics
+    def metrics(self) -> tbclient.Samples | None:
+        """A scrape of the bus's /metrics; None if the bus under test serves none (the Python
+        original, see serves_metrics)."""
+        if self.metrics_port is None:
+            assert not serves_metrics(), "started without metrics=True"
+            return None
+        return tbclient.scrape(self.metrics_port)
+
     # -- clients
     def manage(self, obj_or_raw, timeout: float = 5):
         return tbclient.manage(self.manage_port, obj_or_raw, timeout=timeout)
@@ -264,21 +284,29 @@ def bus_factory(tmp_path, request):
     * env: extra environment variables for the bus process
     * config_arg: the value passed after -c instead of the written config file's path
     * wait: wait until the ports (default: manage, pub, sub; or wait_ports) accept TCP
+    * metrics: listen for /metrics on a free port too (``bus.metrics_port``, ``bus.metrics()``),
+      if the bus under test has metrics (serves_metrics)
     """
     buses: list[Bus] = []
     request.node._tb_buses = buses
 
     def make(extra_zmq_keys=None, extra_top_level=None, env=None, config=None, config_text=None,
-             wait=True, wait_ports=None, ports=None, config_arg=None):
+             wait=True, wait_ports=None, ports=None, config_arg=None, metrics=False):
         manage, pub, sub = ports or free_ports(3)
         cfg = config if config is not None else default_config(manage, pub, sub)
         if extra_zmq_keys:
             cfg["plugins"]["apps"]["zmq"].update(extra_zmq_keys)
         if extra_top_level:
             deep_merge(cfg, extra_top_level)
+        metrics_port = None
+        if metrics and serves_metrics():
+            metrics_port = next(p for p in free_ports(4) if p not in (manage, pub, sub))
+            cfg["metrics"] = {"listen": metrics_port}
+            wait_ports = list(wait_ports or (manage, pub, sub)) + [metrics_port]
         workdir = tmp_path / f"bus{len(buses)}"
         workdir.mkdir()
         b = Bus(workdir, cfg, manage, pub, sub, env=env, config_text=config_text, config_arg=config_arg)
+        b.metrics_port = metrics_port
         buses.append(b)
         if wait:
             b.wait_ready(wait_ports)

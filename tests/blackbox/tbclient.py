@@ -5,6 +5,9 @@ Wire protocol (see shared spec §3):
   * pub (bus -> apps): single-part frames ``<p2p_topic><suffix> <json>``.
   * sub (apps -> bus): single-part frames ``<topic> <json>``.
 
+Metrics (docs/metrics.md): :func:`scrape` reads the bus's ``/metrics``; :meth:`Samples.value`
+looks one sample up by name and labels.
+
 Everything here talks to 127.0.0.1 only.
 """
 
@@ -12,7 +15,10 @@ from __future__ import annotations
 
 import collections
 import json
+import re
 import time
+import urllib.error
+import urllib.request
 import uuid
 from datetime import datetime, timezone
 
@@ -376,3 +382,77 @@ def fence(publisher: Publisher, subscriber: Subscriber, kind: str = "indicator",
     f = _probe(kind)
     publisher.send(f"stix2/{kind}", f)
     return subscriber.drain_until(f["id"], timeout=timeout)
+
+
+# --------------------------------------------------------------------------- metrics
+
+SAMPLE_RE = re.compile(r'^([a-z_]+)(\{[^}]*\})? (\S+)$')
+LABEL_RE = re.compile(r'([a-z_]+)="([^"]*)"')
+KINDS = ("indicator", "sighting", "snapshotrequest", "snapshotenvelope")  # the `kind` label
+
+
+def http_get(port: int, path: str, timeout: float = 5, host: str = HOST):
+    """(status, content type, body) of GET http://127.0.0.1:<port><path>."""
+    try:
+        with urllib.request.urlopen(f"http://{host}:{port}{path}", timeout=timeout) as reply:
+            return reply.status, reply.headers.get("Content-Type"), reply.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, err.headers.get("Content-Type"), err.read().decode()
+
+
+class Samples(dict):
+    """One scrape: every sample keyed by ``name{labels}`` exactly as rendered, plus the names of
+    the metrics the bus declares (``# TYPE`` lines, present before a metric has samples)."""
+
+    declared: set[str]
+
+    def value(self, name: str, **labels) -> float:
+        """The sample of ``name`` with exactly these labels (in any order).
+
+        Fails, rather than reading 0, for a metric the bus does not declare or a sample it does
+        not render: a misspelt name or label would otherwise pass every ``== 0`` check."""
+        assert name in self.declared, f"the bus declares no metric {name!r}"
+        wanted = {k: str(v) for k, v in labels.items()}
+        same_name = []
+        for key, value in self.items():
+            sample, _, rendered = key.partition("{")
+            if sample != name:
+                continue
+            same_name.append(key)
+            if dict(LABEL_RE.findall(rendered)) == wanted:
+                return value
+        raise AssertionError(f"no sample {name}{wanted} among {same_name}")
+
+    def delta(self, before: "Samples", name: str, **labels) -> float:
+        """How much ``name{labels}`` grew since ``before``."""
+        return self.value(name, **labels) - before.value(name, **labels)
+
+    def kinds(self, name: str, since: "Samples | None" = None, **labels) -> dict[str, float]:
+        """``{kind: value}`` of a metric with a ``kind`` label, for every kind of bus message;
+        with ``since`` (an earlier scrape), how much each grew since."""
+        if since is None:
+            return {kind: self.value(name, kind=kind, **labels) for kind in KINDS}
+        return {kind: self.delta(since, name, kind=kind, **labels) for kind in KINDS}
+
+
+def parse_metrics(text: str) -> Samples:
+    """Every sample, keyed by `name{labels}` exactly as rendered."""
+    samples = Samples()
+    samples.declared = set()
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            samples.declared.add(line.split()[2])
+        if not line or line.startswith("#"):
+            continue
+        match = SAMPLE_RE.match(line)
+        assert match, f"not a Prometheus sample line: {line!r}"
+        samples[match.group(1) + (match.group(2) or "")] = float(match.group(3))
+    return samples
+
+
+def scrape(port: int) -> Samples:
+    """GET /metrics of the bus's metrics listener on ``port``, parsed."""
+    status, content_type, body = http_get(port, "/metrics")
+    assert status == 200, body
+    assert content_type.startswith("text/plain; version=0.0.4"), content_type
+    return parse_metrics(body)

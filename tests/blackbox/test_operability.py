@@ -19,11 +19,8 @@ import pytest
 
 import tbclient
 from conftest import HOST, base_command, default_config, free_ports, to_yaml
-from tbclient import make_indicator, make_sighting
+from tbclient import http_get, make_indicator, make_sighting, scrape
 from test_rabbitmq import backbone, rabbit_bus, rabbitmqctl, vhost, wait_for_log  # noqa: F401
-
-SAMPLE_RE = re.compile(r'^([a-z_]+)(\{[^}]*\})? (\S+)$')
-
 
 # --------------------------------------------------------------------------- helpers
 
@@ -33,34 +30,6 @@ def run_cli(*args, cwd=None, env=None, timeout=30):
     child_env.update(env or {})
     return subprocess.run(base_command() + list(args), capture_output=True, text=True, cwd=cwd,
                           env=child_env, timeout=timeout)
-
-
-def http_get(port: int, path: str, timeout: float = 5):
-    """(status, content type, body) of GET http://127.0.0.1:<port><path>."""
-    try:
-        with urllib.request.urlopen(f"http://{HOST}:{port}{path}", timeout=timeout) as reply:
-            return reply.status, reply.headers.get("Content-Type"), reply.read().decode()
-    except urllib.error.HTTPError as err:
-        return err.code, err.headers.get("Content-Type"), err.read().decode()
-
-
-def parse_metrics(text: str) -> dict[str, float]:
-    """Every sample, keyed by `name{labels}` exactly as rendered."""
-    samples = {}
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        match = SAMPLE_RE.match(line)
-        assert match, f"not a Prometheus sample line: {line!r}"
-        samples[match.group(1) + (match.group(2) or "")] = float(match.group(3))
-    return samples
-
-
-def scrape(port: int) -> dict[str, float]:
-    status, content_type, body = http_get(port, "/metrics")
-    assert status == 200, body
-    assert content_type.startswith("text/plain; version=0.0.4"), content_type
-    return parse_metrics(body)
 
 
 def delta(after: dict, before: dict, key: str) -> float:

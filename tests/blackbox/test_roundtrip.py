@@ -146,18 +146,43 @@ def test_string_prefix_subscription(bus):
     assert [(s, o["id"]) for s, o in items] == [("indicator", ind["id"])]
 
 
-def test_unrelated_topic_receives_nothing(bus):
+def test_unrelated_topic_receives_nothing(bus_factory):
+    """A subscription to a topic no message type falls under gets no indicator and no sighting.
+
+    The bus's counters say what it queued for the ZeroMQ app's subscribers: the indicator and
+    the fence for the stix2/indicator subscriber, nothing more. That the TOPIC subscriber is
+    connected and listened to shows afterwards: a snapshot request (which goes to every ZeroMQ
+    subscriber) reaches it, as the first and only frame it ever got."""
+    bus = bus_factory(metrics=True)
     sub = bus.subscriber("TOPIC")
     ind_sub = bus.subscriber("stix2/indicator")
     pub = bus.publisher()
     bus.sync(pub, ind_sub)
-    pub.send("stix2/indicator", make_indicator())
+    before = bus.metrics()
+    indicator = make_indicator()
+    pub.send("stix2/indicator", indicator)
     pub.send("stix2/sighting", make_sighting())
-    ind_sub.recv()
-    sub.expect_nothing(1.5)
+    assert ind_sub.recv()[1]["id"] == indicator["id"]
+    # Routed in order: once the fence is through, so are the indicator and the sighting.
+    assert tbclient.fence(pub, ind_sub) == []
+    after = bus.metrics()
+    if after is not None:
+        assert after.value("threatbus_subscribers", app="zmq") == 2
+        # the bus took the indicator, the fence and the sighting ...
+        received = after.kinds("threatbus_app_received_messages_total", since=before, app="zmq")
+        assert received == {"indicator": 2, "sighting": 1, "snapshotrequest": 0, "snapshotenvelope": 0}
+        # ... and queued one copy each of the indicator and the fence, for ind_sub; none for the
+        # TOPIC subscriber
+        sent = after.kinds("threatbus_app_sent_messages_total", since=before, app="zmq")
+        assert sent == {"indicator": 2, "sighting": 0, "snapshotrequest": 0, "snapshotenvelope": 0}
+    bus.subscriber("stix2/indicator", snapshot=1)
+    suffix, request = sub.recv()
+    assert (suffix, request["type"]) == ("snapshotrequest", "snapshotrequest"), (suffix, request)
+    assert len(sub.raw_log) == 1, f"the TOPIC subscriber got more than the request: {sub.raw_log!r:.2000}"
 
 
-def test_two_subscribers_and_unsubscribe(bus):
+def test_two_subscribers_and_unsubscribe(bus_factory):
+    bus = bus_factory(metrics=True)
     s1 = bus.subscriber("stix2/indicator")
     s2 = bus.subscriber("stix2/indicator")
     pub = bus.publisher()
@@ -167,12 +192,19 @@ def test_two_subscribers_and_unsubscribe(bus):
     for s in (s1, s2):
         suffix, obj = s.recv()
         assert (suffix, obj["id"]) == ("indicator", first["id"])
+    before = bus.metrics()
     assert s1.unsubscribe() == {"status": "success"}
     second = make_indicator("2.2.2.3")
     pub.send("stix2/indicator", second)
     suffix, obj = s2.recv()
     assert (suffix, obj["id"]) == ("indicator", second["id"])
     assert tbclient.fence(pub, s2) == []
+    after = bus.metrics()
+    if after is not None:
+        assert (before.value("threatbus_subscribers", app="zmq"),
+                after.value("threatbus_subscribers", app="zmq")) == (2, 1)
+        # the second indicator and the fence, each queued once: for s2, not for s1
+        assert after.delta(before, "threatbus_app_sent_messages_total", app="zmq", kind="indicator") == 2
     s1.expect_nothing(1.5)
 
 
