@@ -12,6 +12,7 @@ import os
 import re
 import subprocess
 import time
+from pathlib import Path
 import urllib.error
 import urllib.request
 
@@ -444,3 +445,38 @@ def test_zeek_peers_and_subscriptions_in_the_metrics(bus_factory):
                what="the leaving peer's subscription gone")
     two.close()
     wait_until(lambda: scrape(port)["threatbus_zeek_peers"] == 0, what="no Zeek peer")
+
+
+def documented_metrics() -> list[str]:
+    """Every metric name in docs/metrics.md's table."""
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "metrics.md").read_text()
+    names = re.findall(r"^\| `(threatbus_[a-z_]+)`", doc, flags=re.M)
+    assert len(names) >= 20, names
+    return names
+
+
+def test_every_documented_metric_is_served_and_the_text_is_valid(bus_factory, vhost):  # noqa: F811
+    """With every plugin that has metrics of its own (RabbitMQ backbone, ZeroMQ and Zeek apps),
+    /metrics names every metric docs/metrics.md lists, with its HELP and TYPE lines, and the
+    reference parser reads the whole text."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    manage, pub, sub, zeek, port = free_ports(5)
+    config = default_config(manage, pub, sub)
+    config["plugins"]["backbones"] = {"rabbitmq": backbone(vhost, "documented")}
+    config["plugins"]["apps"]["zeek"] = {"host": HOST, "port": zeek}
+    config["metrics"] = {"listen": port}
+    bus = bus_factory(config=config, ports=(manage, pub, sub), wait_ports=[manage, pub, sub, zeek, port])
+    wait_until(lambda: http_get(port, "/ready")[0] == 200, what="/ready with RabbitMQ and Zeek up")
+    status, _, text = http_get(port, "/metrics")
+    assert status == 200
+    families = list(text_string_to_metric_families(text))
+    served = {line.split()[2]: line.split()[3] for line in text.splitlines() if line.startswith("# TYPE ")}
+    helped = {line.split()[2] for line in text.splitlines() if line.startswith("# HELP ")}
+    missing = [name for name in documented_metrics() if name not in served or name not in helped]
+    assert missing == [], f"documented but not served: {missing}\n{bus.log_tail()}"
+    undocumented = sorted(set(served) - set(documented_metrics()))
+    assert undocumented == [], f"served but not in docs/metrics.md: {undocumented}"
+    # Counters end in _total; every family the parser found is one the bus declared.
+    assert all(name.endswith("_total") == (kind == "counter") for name, kind in served.items()), served
+    assert len(families) == len(served), (len(families), len(served))

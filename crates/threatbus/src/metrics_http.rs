@@ -36,7 +36,7 @@ const MAX_CONNECTIONS: usize = 64;
 /// A request's headers must arrive within this.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(3);
 /// The content type of the Prometheus text exposition format.
-const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+const PROMETHEUS_TEXT: &str = threatbus_core::metrics::CONTENT_TYPE;
 
 /// The `metrics` section.
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -10,6 +10,7 @@
 //! `sighting` → STIX Sightings on the bus.
 
 pub mod mapping;
+pub mod metrics;
 mod peer;
 mod server;
 pub mod transport;

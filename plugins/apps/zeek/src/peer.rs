@@ -244,9 +244,7 @@ pub async fn serve(
         filter = ?printable(&peered.peer_filter),
         "Zeek peered"
     );
-    let peers = bus
-        .metrics()
-        .gauge(&threatbus_core::metrics::ZEEK_PEERS, &[]);
+    let peers = bus.metrics().gauge(&crate::metrics::ZEEK_PEERS, &[]);
     peers.inc();
     let (gate, _) = watch::channel(Gate {
         ready: false,

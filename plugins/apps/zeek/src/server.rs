@@ -6,13 +6,14 @@
 use std::sync::Arc;
 
 use threatbus_broker::OwnEndpointId;
-use threatbus_core::metrics::{Counter, ZEEK_REFUSED};
+use threatbus_core::metrics::Counter;
 use threatbus_core::throttle::LogThrottle;
 use threatbus_core::{BusHandle, PluginError, Shutdown};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
+use crate::metrics::ZEEK_REFUSED;
 use crate::peer::{self, PeerSettings, Permits};
 use crate::transport::Transport;
 use crate::{KEY, ZeekConfig};
@@ -81,6 +82,9 @@ pub async fn run(
         |_| format!("{}:{}", config.host, config.port),
         |a| a.to_string(),
     );
+    // The app's metrics render from the start (the peer gauge at 0).
+    bus.metrics().register(crate::metrics::METRICS);
+    bus.metrics().gauge(&crate::metrics::ZEEK_PEERS, &[]);
     let settings = Arc::new(PeerSettings {
         own_id: OwnEndpointId::random(),
         namespace: config.module_namespace.clone(),

@@ -13,6 +13,7 @@
 
 pub mod error;
 pub mod manage;
+pub mod metrics;
 mod publisher;
 pub mod receiver;
 mod server;

@@ -55,7 +55,7 @@ pub(crate) async fn run(
     ));
     let expirations = |reason: &str| {
         bus.metrics()
-            .counter(&threatbus_core::metrics::ZMQ_EXPIRED, &[reason])
+            .counter(&crate::metrics::ZMQ_EXPIRED, &[reason])
     };
     let manager = Manager {
         bus: bus.clone(),
