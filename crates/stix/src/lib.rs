@@ -8,6 +8,7 @@
 //! does no I/O.
 
 mod error;
+mod fields;
 mod id;
 mod object;
 pub mod pattern;
