@@ -83,7 +83,7 @@ pub fn run(
         last_send_ns: None,
         socket,
     };
-    // With a high-water mark the socket waits for room (see `run::set_no_drop`) in slices of
+    // With a high-water mark the socket waits for room (see `run::sockets::set_no_drop`) in slices of
     // its send timeout, so that an aborted run does not hang here.
     let send = |socket: &zmq::Socket, frame: &[u8]| loop {
         match socket.send(frame, 0) {

@@ -1,34 +1,38 @@
 //! One run: subscribe, connect, warm up, measure, unsubscribe, and turn the threads' outcomes
 //! into a [`Report`].
+//!
+//! This module drives the run (the threads and the phases); three parts of it are submodules:
+//! [`sockets`] opens the ZeroMQ sockets, [`watch`] samples the bus process while the run goes on
+//! and [`outcomes`] turns what the threads measured into the report.
+
+mod outcomes;
+mod sockets;
+mod watch;
 
 use std::sync::atomic::Ordering;
 use std::thread::ScopedJoinHandle;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, anyhow, bail};
+use anyhow::{anyhow, bail};
 use threatbus_zmq_client::client::{ManageClient, Subscription, endpoint};
 
 use crate::control::{Control, Phase};
 use crate::indicator::{IndicatorFactory, MAX_SEQ, RunSpec};
 use crate::now_ns;
-use crate::procfs::{ProcessProbe, ProcessSample};
+use crate::procfs::ProcessProbe;
 use crate::publisher::{self, PublisherOutcome, PublisherPlan};
-use crate::report::{BusFigures, Report, RunConfig, SubscriberRow};
-use crate::stats::LatencySummary;
+use crate::report::{Report, RunConfig};
 use crate::subscriber::{self, SubscriberOutcome, SubscriberPlan};
+
+use outcomes::build_report;
+use sockets::{STALL_HWM, STALL_RCVBUF, SUBSCRIBER_POLL_MS, open_publisher, open_subscriber};
+use watch::{BusSamples, BusWatch};
 
 /// After the warm-up, measuring starts once no probe has arrived for this long: probes still
 /// queued in a slow bus would otherwise delay the first measured messages.
 const DRAIN_QUIET: Duration = Duration::from_millis(50);
 /// How often the main thread looks at progress and samples the bus.
 const TICK: Duration = Duration::from_millis(20);
-/// Receive timeout of subscriber sockets: how quickly they notice the stop flag when idle.
-const SUBSCRIBER_POLL_MS: i32 = 100;
-/// Send timeout of publisher sockets: how quickly a publisher waiting for room notices an abort.
-const PUBLISHER_WAIT_MS: i32 = 100;
-/// Receive buffer of a stalled subscriber, in messages and in kernel socket bytes.
-const STALL_HWM: i32 = 1;
-const STALL_RCVBUF: i32 = 4096;
 
 /// Everything the command line asks for.
 #[derive(Debug, Clone)]
@@ -102,90 +106,6 @@ pub fn execute(settings: &Settings) -> anyhow::Result<Report> {
     Ok(report)
 }
 
-/// The bus samples of a run.
-#[derive(Debug, Clone, Copy)]
-struct BusSamples {
-    peak_rss_kib: u64,
-    last: ProcessSample,
-    /// At the start of measuring.
-    measure_start: (Instant, ProcessSample),
-    /// At the last tick that saw progress.
-    last_progress: (Instant, ProcessSample),
-}
-
-impl BusSamples {
-    fn figures(&self, probe: &ProcessProbe, pid: u32, start: ProcessSample) -> BusFigures {
-        let mib = |kib: u64| kib as f64 / 1024.0;
-        let cpu_s = probe.seconds(
-            self.last_progress
-                .1
-                .cpu_ticks
-                .saturating_sub(self.measure_start.1.cpu_ticks),
-        );
-        let window_s = (self.last_progress.0 - self.measure_start.0).as_secs_f64();
-        BusFigures {
-            pid,
-            rss_start_mib: mib(start.rss_kib),
-            rss_peak_mib: mib(self.peak_rss_kib.max(start.rss_kib)),
-            hwm_mib: mib(self.last.hwm_kib),
-            cpu_s,
-            window_s,
-            cpu_percent: if window_s > 0.0 {
-                cpu_s / window_s * 100.0
-            } else {
-                0.0
-            },
-        }
-    }
-}
-
-/// Samples the bus while the main thread waits.
-struct BusWatch<'a> {
-    probe: Option<&'a ProcessProbe>,
-    samples: Option<BusSamples>,
-    /// Set when the bus process could no longer be read: it has exited.
-    gone: bool,
-}
-
-impl BusWatch<'_> {
-    /// Samples now, unless there is no bus to watch.
-    fn sample(&mut self, progressed: bool, measure_started: bool) {
-        let Some(probe) = self.probe else { return };
-        let Ok(sample) = probe.sample() else {
-            self.gone = true;
-            return;
-        };
-        let now = Instant::now();
-        let samples = self.samples.get_or_insert(BusSamples {
-            peak_rss_kib: sample.rss_kib,
-            last: sample,
-            measure_start: (now, sample),
-            last_progress: (now, sample),
-        });
-        samples.peak_rss_kib = samples.peak_rss_kib.max(sample.rss_kib);
-        samples.last = sample;
-        if !measure_started {
-            samples.measure_start = (now, sample);
-            samples.last_progress = (now, sample);
-        } else if progressed {
-            samples.last_progress = (now, sample);
-        }
-    }
-}
-
-impl BusWatch<'_> {
-    /// Fails once the watched bus has exited.
-    fn check_alive(&self, settings: &Settings) -> anyhow::Result<()> {
-        if self.gone {
-            bail!(
-                "the bus process {} exited during the run",
-                settings.bus_pid.unwrap_or(0)
-            );
-        }
-        Ok(())
-    }
-}
-
 /// Connects the sockets, runs the threads and builds the report (without the parts
 /// [`execute`] fills in).
 fn measure(
@@ -248,22 +168,7 @@ fn measure(
     let publish_port = settings.publish_port.unwrap_or(first.sub_port);
     let publish_endpoint = endpoint(&settings.host, publish_port);
     let publisher_sockets = (0..settings.publishers)
-        .map(|_| {
-            let mut socket = context.socket(zmq::PUB)?;
-            socket.set_sndhwm(settings.hwm)?;
-            if settings.hwm > 0 {
-                // A full send buffer then blocks the publisher instead of dropping frames: the
-                // generator itself never loses messages.
-                set_no_drop(&mut socket)?;
-            }
-            socket.set_sndtimeo(PUBLISHER_WAIT_MS)?;
-            socket.set_linger(0)?;
-            socket.set_ipv6(true)?;
-            socket
-                .connect(&publish_endpoint)
-                .with_context(|| format!("cannot connect to the sub socket {publish_endpoint}"))?;
-            Ok(socket)
-        })
+        .map(|_| open_publisher(context, &publish_endpoint, settings.hwm))
         .collect::<anyhow::Result<Vec<_>>>()?;
 
     let control = Control::default();
@@ -277,11 +182,7 @@ fn measure(
         .collect();
     let rate_each = settings.rate / settings.publishers as f64;
 
-    let mut watch = BusWatch {
-        probe: bus,
-        samples: None,
-        gone: false,
-    };
+    let mut watch = BusWatch::new(bus);
     let (timeline, subscriber_outcomes, publisher_outcomes) = std::thread::scope(|scope| {
         let control = &control;
         let subscribers: Vec<ScopedJoinHandle<anyhow::Result<SubscriberOutcome>>> =
@@ -353,43 +254,11 @@ fn measure(
     Ok((report, watch.samples))
 }
 
-/// Sets `ZMQ_XPUB_NODROP` (it applies to PUB sockets too): at the high-water mark `send` waits
-/// for room instead of silently dropping the frame.
-fn set_no_drop(socket: &mut zmq::Socket) -> anyhow::Result<()> {
-    threatbus_zmq_client::set_nodrop(socket)
-        .map_err(|err| anyhow::anyhow!("cannot set ZMQ_XPUB_NODROP on the publisher socket: {err}"))
-}
-
 /// Waits for a thread; a panic becomes an error.
 fn join<T>(name: &str, handle: ScopedJoinHandle<'_, anyhow::Result<T>>) -> anyhow::Result<T> {
     handle
         .join()
         .unwrap_or_else(|_| Err(anyhow!("a {name} thread panicked")))
-}
-
-/// Opens a SUB socket for `subscription` and subscribes it to its p2p topic.
-fn open_subscriber(
-    context: &zmq::Context,
-    host: &str,
-    subscription: &Subscription,
-    hwm: i32,
-    kernel_buffer: Option<i32>,
-    timeout_ms: i32,
-) -> anyhow::Result<zmq::Socket> {
-    let socket = context.socket(zmq::SUB)?;
-    socket.set_rcvhwm(hwm)?;
-    if let Some(bytes) = kernel_buffer {
-        socket.set_rcvbuf(bytes)?;
-    }
-    socket.set_rcvtimeo(timeout_ms)?;
-    socket.set_linger(0)?;
-    socket.set_ipv6(true)?;
-    let address = endpoint(host, subscription.pub_port);
-    socket
-        .connect(&address)
-        .with_context(|| format!("cannot connect to the pub socket {address}"))?;
-    socket.set_subscribe(subscription.p2p_topic.as_bytes())?;
-    Ok(socket)
 }
 
 /// When things happened, as seen by the main thread.
@@ -477,74 +346,6 @@ fn drive(
     }
 }
 
-/// Turns the outcomes into the report.
-fn build_report(
-    config: RunConfig,
-    timeline: &Timeline,
-    publishers: &[PublisherOutcome],
-    subscribers: Vec<SubscriberOutcome>,
-) -> Report {
-    let first_send = publishers.iter().filter_map(|p| p.first_send_ns).min();
-    let last_send = publishers.iter().filter_map(|p| p.last_send_ns).max();
-    let seconds = |from: Option<u64>, to: Option<u64>| match (from, to) {
-        (Some(from), Some(to)) => to.saturating_sub(from) as f64 / 1e9,
-        _ => 0.0,
-    };
-    let per_second = |count: u64, seconds: f64| {
-        if seconds > 0.0 {
-            count as f64 / seconds
-        } else {
-            0.0
-        }
-    };
-    let sent = publishers.iter().map(|p| p.sent).sum();
-    let send_s = seconds(first_send, last_send);
-    let last_receive = subscribers.iter().filter_map(|s| s.last_receive_ns).max();
-    let duration_s = seconds(first_send, last_receive);
-
-    let mut rows = Vec::with_capacity(subscribers.len());
-    let mut all_latencies: Vec<u32> = Vec::new();
-    for (index, mut outcome) in subscribers.into_iter().enumerate() {
-        let tracker = &outcome.tracker;
-        rows.push(SubscriberRow {
-            index,
-            received: tracker.unique,
-            throughput: per_second(tracker.unique, seconds(first_send, outcome.last_receive_ns)),
-            lost: tracker.lost(),
-            duplicates: tracker.duplicates,
-            reordered: tracker.reordered,
-            ignored: outcome.foreign + outcome.other + outcome.malformed + tracker.unexpected,
-            latency: LatencySummary::from_samples(&mut outcome.latencies_us),
-        });
-        if all_latencies.is_empty() {
-            all_latencies = outcome.latencies_us;
-        } else {
-            all_latencies.extend_from_slice(&outcome.latencies_us);
-        }
-    }
-    let deliveries = rows.iter().map(|row| row.received).sum();
-    Report {
-        config,
-        warmup_s: timeline.warmup.as_secs_f64(),
-        drain_s: timeline.drain.as_secs_f64(),
-        probes_sent: publishers.iter().map(|p| p.probes).sum(),
-        sent,
-        send_s,
-        send_rate: per_second(sent, send_s),
-        duration_s,
-        deliveries,
-        deliveries_per_s: per_second(deliveries, duration_s),
-        lost: rows.iter().map(|row| row.lost).sum(),
-        duplicates: rows.iter().map(|row| row.duplicates).sum(),
-        reordered: rows.iter().map(|row| row.reordered).sum(),
-        latency: LatencySummary::from_samples(&mut all_latencies),
-        subscribers: rows,
-        bus: None,
-        generator_cpu_s: 0.0,
-        complete: timeline.complete,
-    }
-}
-
 /// `count` messages split over `parts` publishers as evenly as possible.
 fn split(count: u64, parts: usize) -> Vec<u64> {
     let parts_u64 = parts as u64;
@@ -563,7 +364,6 @@ fn stix_timestamp_now() -> anyhow::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stats::DeliveryTracker;
 
     #[test]
     fn splits_messages_evenly() {
@@ -577,85 +377,5 @@ mod tests {
         let ts = stix_timestamp_now().unwrap();
         assert_eq!(ts.len(), "2024-05-01T12:00:00.123Z".len(), "{ts}");
         assert!(ts.ends_with('Z') && ts.as_bytes()[19] == b'.', "{ts}");
-    }
-
-    #[test]
-    fn report_measures_from_the_first_send_to_each_last_receive() {
-        let config = RunConfig {
-            manage: String::new(),
-            pub_port: 1,
-            sub_port: 2,
-            subscribers: 2,
-            publishers: 2,
-            messages: 4,
-            rate: 0.0,
-            topic: "stix2/indicator".into(),
-            json_bytes: (450, 450),
-            hwm: 0,
-            stalled: 0,
-        };
-        let publisher = |first: u64, last: u64| PublisherOutcome {
-            sent: 2,
-            probes: 3,
-            first_send_ns: Some(first),
-            last_send_ns: Some(last),
-            socket: zmq::Context::new().socket(zmq::PUB).unwrap(),
-        };
-        let publishers = [
-            publisher(1_000_000_000, 1_250_000_000),
-            publisher(1_100_000_000, 1_500_000_000),
-        ];
-        let subscriber = |seqs: &[(u64, u64)], last: u64, latencies: Vec<u32>| {
-            let mut tracker = DeliveryTracker::new(&[2, 2]);
-            for &(publisher, seq) in seqs {
-                tracker.record(publisher, seq);
-            }
-            SubscriberOutcome {
-                tracker,
-                latencies_us: latencies,
-                last_receive_ns: Some(last),
-                probes: 1,
-                foreign: 0,
-                other: 1,
-                malformed: 0,
-            }
-        };
-        let subscribers = vec![
-            subscriber(
-                &[(0, 0), (0, 1), (1, 0), (1, 1)],
-                3_000_000_000,
-                vec![10, 20, 30, 4000],
-            ),
-            subscriber(&[(0, 1), (0, 0), (0, 0)], 2_000_000_000, vec![5, 6]),
-        ];
-        let timeline = Timeline {
-            warmup: Duration::from_millis(250),
-            drain: Duration::from_millis(50),
-            complete: false,
-        };
-        let report = build_report(config, &timeline, &publishers, subscribers);
-        assert_eq!(report.sent, 4);
-        assert_eq!(report.probes_sent, 6);
-        assert!((report.send_s - 0.5).abs() < 1e-9);
-        assert!((report.duration_s - 2.0).abs() < 1e-9);
-        assert_eq!(report.deliveries, 6);
-        assert!((report.deliveries_per_s - 3.0).abs() < 1e-9);
-        assert!((report.subscribers[0].throughput - 2.0).abs() < 1e-9);
-        assert!((report.subscribers[1].throughput - 2.0).abs() < 1e-9);
-        assert_eq!(report.subscribers[1].lost, 2);
-        assert_eq!(report.subscribers[1].duplicates, 1);
-        assert_eq!(report.subscribers[1].reordered, 1);
-        assert_eq!(report.subscribers[1].ignored, 1);
-        assert_eq!(
-            (report.lost, report.duplicates, report.reordered),
-            (2, 1, 1)
-        );
-        let latency = report.latency.unwrap();
-        assert_eq!(
-            (latency.samples, latency.max_us, latency.p50_us),
-            (6, 4000, 10)
-        );
-        assert_eq!(report.subscribers[0].latency.unwrap().p99_us, 4000);
-        assert!(!report.complete);
     }
 }

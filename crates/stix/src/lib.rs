@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 mod error;
+mod fields;
 mod id;
 mod object;
 pub mod pattern;

@@ -24,6 +24,7 @@ pub mod connect;
 pub mod consumer;
 pub mod dedup;
 pub mod error;
+mod outbox;
 pub mod publisher;
 pub mod stats;
 pub mod topology;
