@@ -10,19 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::common::{self, Frame, Options, RunResult, Tally};
 
-pub fn set_nodrop(socket: &mut zmq::Socket) -> zmq::Result<()> {
-    let on: libc::c_int = 1;
-    // SAFETY: live socket handle; the option value is a C int that outlives the call.
-    let rc = unsafe {
-        zmq_sys::zmq_setsockopt(
-            socket.as_mut_ptr(),
-            zmq_sys::ZMQ_XPUB_NODROP as libc::c_int,
-            std::ptr::from_ref(&on).cast(),
-            std::mem::size_of::<libc::c_int>(),
-        )
-    };
-    if rc == 0 { Ok(()) } else { Err(zmq::Error::from_raw(unsafe { zmq_sys::zmq_errno() })) }
-}
+pub use threatbus_zmq_client::set_nodrop;
 
 pub fn run(opts: &Options) -> RunResult {
     let context = zmq::Context::new();
