@@ -47,9 +47,18 @@ pub fn split_frame(buffer: &[u8], max: usize) -> Result<Option<(&[u8], usize)>, 
 
 /// Appends a frame with `payload` (the length prefix first).
 pub fn encode_frame(payload: &[u8], out: &mut Vec<u8>) {
-    let length = u32::try_from(payload.len()).unwrap_or(u32::MAX);
-    out.extend_from_slice(&length.to_be_bytes());
-    out.extend_from_slice(payload);
+    append_frame(out, |out| out.extend_from_slice(payload));
+}
+
+/// Appends a frame whose payload `write_payload` appends: the one place that writes a length
+/// prefix (a payload above `u32::MAX` bytes, which no message of this crate comes near, gets
+/// the prefix `u32::MAX`).
+fn append_frame(out: &mut Vec<u8>, write_payload: impl FnOnce(&mut Vec<u8>)) {
+    let start = out.len();
+    out.extend_from_slice(&[0; 4]);
+    write_payload(out);
+    let length = u32::try_from(out.len() - start - 4).unwrap_or(u32::MAX);
+    out[start..start + 4].copy_from_slice(&length.to_be_bytes());
 }
 
 /// A subscription list: topic prefixes (spec §4).
@@ -133,6 +142,19 @@ impl Handshake {
     /// The frame payload (without the length prefix).
     pub fn to_payload(&self) -> Vec<u8> {
         let mut out = Vec::new();
+        self.write_payload(&mut out);
+        out
+    }
+
+    /// The whole frame: the length prefix, then the payload.
+    pub fn to_frame(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        append_frame(&mut out, |out| self.write_payload(out));
+        out
+    }
+
+    /// Appends the frame payload to `out`.
+    fn write_payload(&self, out: &mut Vec<u8>) {
         match self {
             Self::Hello {
                 sender,
@@ -163,19 +185,18 @@ impl Handshake {
                 out.extend_from_slice(&MAGIC.to_be_bytes());
                 out.extend_from_slice(sender.as_bytes());
                 out.push(*code);
-                encode_bytes(description, &mut out);
+                encode_bytes(description, out);
             }
             Self::OriginatorSyn(filter) => {
                 out.push(tag::ORIGINATOR_SYN);
-                encode_filter(filter, &mut out);
+                encode_filter(filter, out);
             }
             Self::ResponderSynAck(filter) => {
                 out.push(tag::RESPONDER_SYN_ACK);
-                encode_filter(filter, &mut out);
+                encode_filter(filter, out);
             }
             Self::OriginatorAck => out.push(tag::ORIGINATOR_ACK),
         }
-        out
     }
 
     /// Reads one handshake message that fills `payload` exactly.
@@ -306,7 +327,25 @@ impl Envelope {
 
     /// The frame payload (without the length prefix).
     pub fn to_payload(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(37 + self.topic.len() + self.payload.len());
+        let mut out = Vec::with_capacity(self.payload_length());
+        self.write_payload(&mut out);
+        out
+    }
+
+    /// The whole frame: the length prefix, then the payload.
+    pub fn to_frame(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(4 + self.payload_length());
+        append_frame(&mut out, |out| self.write_payload(out));
+        out
+    }
+
+    /// The length of the frame payload (for the capacity of buffers).
+    fn payload_length(&self) -> usize {
+        37 + self.topic.len() + self.payload.len()
+    }
+
+    /// Appends the frame payload to `out`.
+    fn write_payload(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(self.sender.as_bytes());
         out.extend_from_slice(self.receiver.as_bytes());
         out.push(self.kind as u8);
@@ -315,7 +354,6 @@ impl Envelope {
         out.extend_from_slice(&topic_length.to_be_bytes());
         out.extend_from_slice(&self.topic[..usize::from(topic_length)]);
         out.extend_from_slice(&self.payload);
-        out
     }
 
     /// Reads an envelope from a frame payload; the payload runs to the end of the frame.
@@ -435,6 +473,51 @@ mod tests {
             Handshake::decode(&hex("0a 05 01 61")).is_err(),
             "filter count"
         );
+    }
+
+    /// `to_frame` is the length prefix and `to_payload`, for both kinds of message, and
+    /// `encode_frame` appends to what the buffer holds.
+    #[test]
+    fn whole_frames_are_prefix_and_payload() {
+        let filter = vec![b"threatbus/manage".to_vec(), b"stix2/sighting".to_vec()];
+        let handshakes = [
+            Handshake::Hello {
+                sender: id(1),
+                min_version: 1,
+                max_version: 1,
+            },
+            Handshake::Probe,
+            Handshake::DropConn {
+                sender: id(1),
+                code: DropCode::InvalidMessage as u8,
+                description: b"why".to_vec(),
+            },
+            Handshake::ResponderSynAck(filter.clone()),
+            Handshake::OriginatorAck,
+        ];
+        for message in handshakes {
+            assert_eq!(message.to_frame(), framed(&message), "{message:?}");
+        }
+        let envelopes = [
+            Envelope::data(id(1), "stix2/indicator", b"payload".to_vec()),
+            Envelope::internal(
+                EnvelopeType::Ping,
+                id(1),
+                id(2),
+                b"threatbus-ready".to_vec(),
+            ),
+            Envelope::routing_update(id(1), id(2), &filter),
+            Envelope::data(id(1), "", Vec::new()),
+        ];
+        for envelope in envelopes {
+            let mut expected = Vec::new();
+            encode_frame(&envelope.to_payload(), &mut expected);
+            assert_eq!(envelope.to_frame(), expected, "{envelope:?}");
+        }
+        let mut two = Vec::new();
+        encode_frame(b"ab", &mut two);
+        encode_frame(b"", &mut two);
+        assert_eq!(two, [0, 0, 0, 2, b'a', b'b', 0, 0, 0, 0]);
     }
 
     #[test]

@@ -12,6 +12,8 @@
 //! The byte layouts follow `shared/spec/zeek-broker.md` (section numbers in the comments refer
 //! to it). Everything here is sans-I/O: byte slices in, values out, and the other way round.
 
+#![forbid(unsafe_code)]
+
 pub mod data;
 pub mod error;
 pub mod frame;

@@ -3,7 +3,7 @@
 
 use proptest::prelude::*;
 use threatbus_broker::data::{Data, MAX_DEPTH};
-use threatbus_broker::frame::{Envelope, EnvelopeType, Handshake};
+use threatbus_broker::frame::{Envelope, EnvelopeType, Handshake, split_frame};
 use threatbus_broker::zeek::Event;
 use threatbus_broker::{Address, EndpointId, Port, Protocol, Subnet};
 
@@ -91,6 +91,24 @@ proptest! {
             sender: EndpointId::from_bytes(sender), receiver: EndpointId::from_bytes(receiver), kind, ttl, topic, payload,
         };
         prop_assert_eq!(Envelope::decode(&envelope.to_payload()).expect("decodes"), envelope);
+    }
+
+    #[test]
+    fn whole_frames_split_back(sender in any::<[u8; 16]>(),
+                               topic in "[a-z/]{0,60}",
+                               payload in proptest::collection::vec(any::<u8>(), 0..300),
+                               filter in proptest::collection::vec(
+                                   proptest::collection::vec(any::<u8>(), 0..50), 0..5)) {
+        let envelope = Envelope::data(EndpointId::from_bytes(sender), &topic, payload);
+        let frame = envelope.to_frame();
+        let (inner, used) = split_frame(&frame, 1 << 20).expect("in bounds").expect("whole");
+        prop_assert_eq!(used, frame.len());
+        prop_assert_eq!(Envelope::decode(inner).expect("decodes"), envelope);
+        let message = Handshake::OriginatorSyn(filter);
+        let frame = message.to_frame();
+        let (inner, used) = split_frame(&frame, 1 << 20).expect("in bounds").expect("whole");
+        prop_assert_eq!(used, frame.len());
+        prop_assert_eq!(Handshake::decode(inner).expect("decodes"), message);
     }
 
     #[test]

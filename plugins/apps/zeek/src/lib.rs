@@ -7,8 +7,12 @@
 //! Broker handshake, a [`peer`] task speaks the `Tenzir::*` events ([`mapping`]):
 //! `subscribe` → `subscription_acknowledged(p2p)` and a bus subscription whose indicators go to
 //! Zeek as `intel` on the p2p topic (held until Zeek's filter covers it); `unsubscribe`;
-//! `sighting` → STIX Sightings on the bus.
+//! `sighting` → STIX Sightings on the bus. Each peer's frames go in and out through one
+//! [`connection::Connection`].
 
+#![forbid(unsafe_code)]
+
+mod connection;
 pub mod mapping;
 pub mod metrics;
 mod peer;

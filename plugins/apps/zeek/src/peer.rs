@@ -15,6 +15,9 @@
 //!   drops a peer silent for two. At shutdown it says BYE and waits up to 3 s for the pong.
 //! * A malformed frame, a frame above `max_frame_size` or a handshake violation closes this
 //!   connection only, with a log line.
+//! * Everything for Zeek goes out through the peer's [`Connection`]: handshake messages,
+//!   pings and pongs, acknowledgements (held until the ready pong) and the subscriptions'
+//!   intel, which their forwarding tasks hand to the peer task as envelopes.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -23,25 +26,24 @@ use std::time::Duration;
 
 use jiff::SignedDuration;
 use rand::Rng;
+use thiserror::Error;
 use threatbus_broker::data::Data;
-use threatbus_broker::frame::{
-    Envelope, EnvelopeType, Filter, Handshake, encode_frame, filter_matches, split_frame,
-};
-use threatbus_broker::handshake::{HandshakeFailure, Handshaker, TcpRole};
+use threatbus_broker::frame::{Envelope, EnvelopeType, Filter, filter_matches};
+use threatbus_broker::handshake::{HandshakeFailure, Handshaker, Peered, TcpRole};
 use threatbus_broker::zeek::Event;
-use threatbus_broker::{EndpointId, OwnEndpointId};
+use threatbus_broker::{DecodeError, EndpointId, OwnEndpointId};
 use threatbus_core::throttle::{LogThrottle, bounded, bounded_bytes};
 use threatbus_core::{Body, BusHandle, SubscriberId, SubscriberOptions};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::connection::{Connection, ConnectionError};
 use crate::mapping::{self, NotSent};
 use crate::server::{Refusal, Refusals};
-use crate::transport::{PeerIo, Transport};
+use crate::transport::{AcceptError, Transport};
 
 /// The topic Zeek sends `subscribe` and `unsubscribe` on and receives acknowledgements on.
 pub const MANAGE_TOPIC: &str = "threatbus/manage";
@@ -68,7 +70,7 @@ const BYE_TIMEOUT: Duration = Duration::from_secs(3);
 /// that a misbehaving peer cannot make the bus create subscribers without end.
 const MAX_SUBSCRIPTIONS: usize = 64;
 
-/// Encoded frames the subscriptions may queue for the writer.
+/// Envelopes the subscriptions may queue for the peer task.
 const OUTGOING_QUEUE: usize = 256;
 
 /// Longest topic a `subscribe` may name, in bytes (as the ZeroMQ app's default
@@ -142,10 +144,54 @@ pub struct Permits {
 }
 
 /// Why a connection did not become a peer.
+#[derive(Debug, Error)]
 enum SetupError {
-    /// The peer's endpoint id is one Broker ignores.
-    InvalidId(EndpointId, String),
-    Other(String),
+    /// No TLS or plain TCP connection.
+    #[error(transparent)]
+    Accept(#[from] AcceptError),
+    /// Reading or writing a handshake frame failed.
+    #[error(transparent)]
+    Connection(#[from] ConnectionError),
+    /// Zeek closed the connection between handshake frames.
+    #[error("closed during the handshake")]
+    Closed,
+    /// Zeek broke the handshake or has an endpoint id Broker ignores.
+    #[error(transparent)]
+    Handshake(HandshakeFailure),
+}
+
+/// Why a peered connection was closed.
+#[derive(Debug, Error)]
+enum PeerError {
+    /// Reading or writing a frame failed.
+    #[error(transparent)]
+    Connection(#[from] ConnectionError),
+    /// A frame that is not an envelope.
+    #[error("bad envelope")]
+    BadEnvelope(#[source] DecodeError),
+    /// A routing update whose payload is not a filter.
+    #[error("bad routing update")]
+    BadRoutingUpdate(#[source] DecodeError),
+    /// Nothing heard from Zeek for this long, pings unanswered.
+    #[error("no answer for {0:.0?} (dead peer)")]
+    Silent(Duration),
+}
+
+/// An error and its causes, joined by `: `, for a log line. A cause whose text already ends
+/// the line is left out: OpenSSL's errors (also inside I/O errors) print their cause
+/// themselves.
+fn report(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut cause = err.source();
+    while let Some(err) = cause {
+        let next = err.to_string();
+        if !text.ends_with(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        cause = err.source();
+    }
+    text
 }
 
 /// What the subscriptions of a peer need to know before they may send.
@@ -163,7 +209,7 @@ enum End {
     Closed,
     /// The bus is stopping.
     Stopping,
-    Failed(String),
+    Failed(PeerError),
 }
 
 /// Serves one accepted connection until it ends or `stop` fires.
@@ -180,17 +226,11 @@ pub async fn serve(
         let (io, kind) = match transport.accept(stream).await {
             Ok(accepted) => accepted,
             // A port check (connect, then close): not worth a warning.
-            Err(err) if err.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-            Err(err) => return Err(SetupError::Other(err.to_string())),
+            Err(AcceptError::ClosedBeforeSending) => return Ok(None),
+            Err(err) => return Err(SetupError::from(err)),
         };
-        let (reader, writer) = tokio::io::split(io);
-        let mut connection = Connection {
-            reader,
-            writer,
-            buffer: Vec::new(),
-            max_frame_size: settings.max_frame_size,
-        };
-        let peered = connection.handshake(&settings).await?;
+        let mut connection = Connection::new(io, settings.max_frame_size);
+        let peered = handshake(&mut connection, settings.own_id).await?;
         Ok::<_, SetupError>(Some((connection, kind, peered)))
     };
     let refusals = &settings.refusals;
@@ -202,7 +242,7 @@ pub async fn serve(
                 tracing::debug!(peer = %remote, "connection closed before it sent anything");
                 return;
             }
-            Ok(Err(SetupError::InvalidId(id, why))) => {
+            Ok(Err(SetupError::Handshake(HandshakeFailure::InvalidPeerId { id, why }))) => {
                 refusals.count(Refusal::InvalidEndpointId);
                 if let Some(suppressed) = settings.allow_setup_line() {
                     tracing::warn!(
@@ -215,10 +255,10 @@ pub async fn serve(
                 }
                 return;
             }
-            Ok(Err(SetupError::Other(why))) => {
+            Ok(Err(err)) => {
                 refusals.count(Refusal::HandshakeFailed);
                 if let Some(suppressed) = settings.allow_setup_line() {
-                    tracing::warn!(peer = %remote, reason = %bounded(&why), suppressed, "Zeek connection closed during the handshake");
+                    tracing::warn!(peer = %remote, reason = %bounded(&report(&err)), suppressed, "Zeek connection closed during the handshake");
                 }
                 return;
             }
@@ -270,8 +310,8 @@ pub async fn serve(
     match end {
         End::Closed => tracing::info!(peer = %remote, "Zeek peer disconnected"),
         End::Stopping => tracing::info!(peer = %remote, "Zeek peer disconnected at shutdown"),
-        End::Failed(why) => {
-            tracing::warn!(peer = %remote, reason = %why, "Zeek connection closed")
+        End::Failed(err) => {
+            tracing::warn!(peer = %remote, reason = %report(&err), "Zeek connection closed")
         }
     }
 }
@@ -283,103 +323,35 @@ fn printable(filter: &Filter) -> Vec<String> {
         .collect()
 }
 
-/// Frames in and out over one connection.
-struct Connection {
-    reader: ReadHalf<Box<dyn PeerIo>>,
-    writer: WriteHalf<Box<dyn PeerIo>>,
-    buffer: Vec<u8>,
-    max_frame_size: usize,
-}
-
-impl Connection {
-    /// The next frame's payload; `None` when the peer closed the connection.
-    async fn read_frame(&mut self) -> Result<Option<Vec<u8>>, String> {
-        loop {
-            if let Some((payload, used)) =
-                split_frame(&self.buffer, self.max_frame_size).map_err(|err| err.to_string())?
-            {
-                let payload = payload.to_vec();
-                self.buffer.drain(..used);
-                return Ok(Some(payload));
-            }
-            let mut chunk = [0u8; 16 * 1024];
-            let read = self
-                .reader
-                .read(&mut chunk)
-                .await
-                .map_err(|err| format!("reading: {err}"))?;
-            if read == 0 {
-                return if self.buffer.is_empty() {
-                    Ok(None)
-                } else {
-                    Err("closed in the middle of a frame".into())
-                };
-            }
-            self.buffer.extend_from_slice(&chunk[..read]);
-        }
-    }
-
-    async fn write_payload(&mut self, payload: &[u8]) -> Result<(), String> {
-        let mut frame = Vec::with_capacity(payload.len() + 4);
-        encode_frame(payload, &mut frame);
-        self.write_frame(&frame).await
-    }
-
-    async fn write_frame(&mut self, frame: &[u8]) -> Result<(), String> {
-        self.writer
-            .write_all(frame)
-            .await
-            .map_err(|err| format!("writing: {err}"))?;
-        self.writer
-            .flush()
-            .await
-            .map_err(|err| format!("writing: {err}"))
-    }
-
-    async fn send_handshake(&mut self, messages: &[Handshake]) -> Result<(), String> {
-        for message in messages {
-            self.write_payload(&message.to_payload()).await?;
-        }
-        Ok(())
-    }
-
-    async fn handshake(
-        &mut self,
-        settings: &PeerSettings,
-    ) -> Result<threatbus_broker::handshake::Peered, SetupError> {
-        let filter = vec![
-            MANAGE_TOPIC.as_bytes().to_vec(),
-            SIGHTING_TOPIC.as_bytes().to_vec(),
-        ];
-        let (mut handshaker, first) = Handshaker::start(settings.own_id, filter, TcpRole::Acceptor);
-        self.send_handshake(&first)
-            .await
-            .map_err(SetupError::Other)?;
-        loop {
-            let Some(payload) = self.read_frame().await.map_err(SetupError::Other)? else {
-                return Err(SetupError::Other("closed during the handshake".into()));
-            };
-            match handshaker.receive(&payload) {
-                Ok(progress) => {
-                    self.send_handshake(&progress.send)
-                        .await
-                        .map_err(SetupError::Other)?;
-                    if let Some(peered) = progress.done {
-                        return Ok(peered);
-                    }
+/// The Broker handshake as the accepting side, announcing the bus's filter; on a violation,
+/// sends the DROP_CONN Broker would send and closes.
+async fn handshake(
+    connection: &mut Connection,
+    own_id: OwnEndpointId,
+) -> Result<Peered, SetupError> {
+    let filter = vec![
+        MANAGE_TOPIC.as_bytes().to_vec(),
+        SIGHTING_TOPIC.as_bytes().to_vec(),
+    ];
+    let (mut handshaker, first) = Handshaker::start(own_id, filter, TcpRole::Acceptor);
+    connection.send_handshake(&first).await?;
+    loop {
+        let Some(payload) = connection.read_frame().await? else {
+            return Err(SetupError::Closed);
+        };
+        match handshaker.receive(&payload) {
+            Ok(progress) => {
+                connection.send_handshake(&progress.send).await?;
+                if let Some(peered) = progress.done {
+                    return Ok(peered);
                 }
-                Err(err) => {
-                    if let Some(drop) = err.drop_conn.clone() {
-                        let _ = self.send_handshake(&[drop]).await;
-                    }
-                    let _ = self.writer.shutdown().await;
-                    return Err(match err.failure {
-                        HandshakeFailure::InvalidPeerId { id, why } => {
-                            SetupError::InvalidId(id, why.to_string())
-                        }
-                        HandshakeFailure::Protocol(reason) => SetupError::Other(reason),
-                    });
+            }
+            Err(err) => {
+                if let Some(drop) = &err.drop_conn {
+                    let _ = connection.send_handshake(std::slice::from_ref(drop)).await;
                 }
+                connection.close().await;
+                return Err(SetupError::Handshake(err.failure));
             }
         }
     }
@@ -407,10 +379,10 @@ struct Session {
     bus: BusHandle,
     connection: Connection,
     gate: watch::Sender<Gate>,
-    outgoing_tx: mpsc::Sender<Vec<u8>>,
+    outgoing_tx: mpsc::Sender<Envelope>,
     subscriptions: HashMap<String, Subscription>,
     /// Data for Zeek held until the ready pong (acknowledgements).
-    held: Vec<Vec<u8>>,
+    held: Vec<Envelope>,
     last_heard: Instant,
     logs: PeerLogs,
 }
@@ -418,14 +390,14 @@ struct Session {
 impl Session {
     async fn run(
         &mut self,
-        mut outgoing: mpsc::Receiver<Vec<u8>>,
+        mut outgoing: mpsc::Receiver<Envelope>,
         stop: &CancellationToken,
     ) -> End {
-        if let Err(why) = self
+        if let Err(err) = self
             .send_internal(EnvelopeType::Ping, READY_PING.to_vec())
             .await
         {
-            return End::Failed(why);
+            return End::Failed(err.into());
         }
         // Ticks often enough for the p2p timeout too; pings still go every ping_interval.
         let mut ping = tokio::time::interval(
@@ -445,28 +417,29 @@ impl Session {
                 frame = self.connection.read_frame() => match frame {
                     Ok(Some(payload)) => {
                         self.last_heard = Instant::now();
-                        if let Err(why) = self.on_frame(&payload).await {
-                            return End::Failed(why);
+                        if let Err(err) = self.on_frame(&payload).await {
+                            return End::Failed(err);
                         }
                     }
                     Ok(None) => return End::Closed,
-                    Err(why) => return End::Failed(why),
+                    Err(err) => return End::Failed(err.into()),
                 },
-                Some(frame) = outgoing.recv() => {
-                    if let Err(why) = self.connection.write_frame(&frame).await {
-                        return End::Failed(why);
+                // Intel from the subscriptions' forwarders (which wait for the gate).
+                Some(envelope) = outgoing.recv() => {
+                    if let Err(err) = self.connection.send(&envelope).await {
+                        return End::Failed(err.into());
                     }
                 }
                 _ = ping.tick() => {
                     self.drop_uncovered_subscriptions().await;
                     let silent = self.last_heard.elapsed();
                     if silent > self.settings.ping_interval * 2 {
-                        return End::Failed(format!("no answer for {silent:.0?} (dead peer)"));
+                        return End::Failed(PeerError::Silent(silent));
                     }
                     if last_ping.elapsed() >= self.settings.ping_interval {
                         last_ping = Instant::now();
-                        if let Err(why) = self.send_internal(EnvelopeType::Ping, ALIVE_PING.to_vec()).await {
-                            return End::Failed(why);
+                        if let Err(err) = self.send_internal(EnvelopeType::Ping, ALIVE_PING.to_vec()).await {
+                            return End::Failed(err.into());
                         }
                     }
                 }
@@ -475,9 +448,25 @@ impl Session {
     }
 
     /// A ping, pong or routing update to Zeek.
-    async fn send_internal(&mut self, kind: EnvelopeType, payload: Vec<u8>) -> Result<(), String> {
+    async fn send_internal(
+        &mut self,
+        kind: EnvelopeType,
+        payload: Vec<u8>,
+    ) -> Result<(), ConnectionError> {
         let envelope = Envelope::internal(kind, self.settings.own_id.id(), self.zeek, payload);
-        self.connection.write_payload(&envelope.to_payload()).await
+        self.connection.send(&envelope).await
+    }
+
+    /// A data message on `topic` from the bus itself (not a forwarder's intel): sent if the
+    /// ready pong has arrived, else held until it does.
+    async fn send_data(&mut self, topic: &str, payload: Vec<u8>) -> Result<(), ConnectionError> {
+        let envelope = Envelope::data(self.settings.own_id.id(), topic, payload);
+        if self.gate.borrow().ready {
+            self.connection.send(&envelope).await
+        } else {
+            self.held.push(envelope);
+            Ok(())
+        }
     }
 
     /// Broker's graceful unpeering: a BYE ping, then wait (briefly) for its pong.
@@ -502,15 +491,15 @@ impl Session {
             }
         })
         .await;
-        let _ = self.connection.writer.shutdown().await;
+        self.connection.close().await;
     }
 
-    async fn on_frame(&mut self, payload: &[u8]) -> Result<(), String> {
+    async fn on_frame(&mut self, payload: &[u8]) -> Result<(), PeerError> {
         if payload.is_empty() {
             // CAF ignores empty frames after the handshake.
             return Ok(());
         }
-        let envelope = Envelope::decode(payload).map_err(|err| format!("bad envelope: {err}"))?;
+        let envelope = Envelope::decode(payload).map_err(PeerError::BadEnvelope)?;
         match envelope.kind {
             EnvelopeType::Ping => {
                 let bye = envelope.payload.starts_with(BYE);
@@ -523,8 +512,8 @@ impl Session {
             EnvelopeType::Pong => {
                 if envelope.payload == READY_PING && !self.gate.borrow().ready {
                     self.gate.send_modify(|gate| gate.ready = true);
-                    for frame in std::mem::take(&mut self.held) {
-                        self.connection.write_frame(&frame).await?;
+                    for envelope in std::mem::take(&mut self.held) {
+                        self.connection.send(&envelope).await?;
                     }
                 }
             }
@@ -540,7 +529,7 @@ impl Session {
                     }
                     self.gate.send_modify(|gate| gate.filter = filter);
                 }
-                Err(err) => return Err(format!("bad routing update: {err}")),
+                Err(err) => return Err(PeerError::BadRoutingUpdate(err)),
             },
             EnvelopeType::Command => {
                 tracing::debug!(peer = %self.remote, "ignoring a data-store command");
@@ -644,15 +633,8 @@ impl Session {
             mapping::event_name(&self.settings.namespace, "subscription_acknowledged"),
             vec![Data::string(p2p.as_str())],
         );
-        let envelope = Envelope::data(self.settings.own_id.id(), MANAGE_TOPIC, ack.to_bytes());
-        let mut frame = Vec::new();
-        encode_frame(&envelope.to_payload(), &mut frame);
-        if self.gate.borrow().ready {
-            if let Err(why) = self.connection.write_frame(&frame).await {
-                tracing::debug!(peer = %self.remote, reason = %why, "could not acknowledge");
-            }
-        } else {
-            self.held.push(frame);
+        if let Err(err) = self.send_data(MANAGE_TOPIC, ack.to_bytes()).await {
+            tracing::debug!(peer = %self.remote, reason = %report(&err), "could not acknowledge");
         }
         let forwarder = tokio::spawn(forward(
             receiver,
@@ -735,7 +717,7 @@ async fn forward(
     mut receiver: threatbus_core::SubscriberReceiver,
     p2p: String,
     mut gate: watch::Receiver<Gate>,
-    outgoing: mpsc::Sender<Vec<u8>>,
+    outgoing: mpsc::Sender<Envelope>,
     settings: Arc<PeerSettings>,
 ) {
     loop {
@@ -767,10 +749,51 @@ async fn forward(
             }
         };
         let envelope = Envelope::data(settings.own_id.id(), &p2p, event.to_bytes());
-        let mut frame = Vec::new();
-        encode_frame(&envelope.to_payload(), &mut frame);
-        if outgoing.send(frame).await.is_err() {
+        if outgoing.send(envelope).await.is_err() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An error that prints its cause itself, as OpenSSL's do.
+    #[derive(Debug, Error)]
+    #[error("{0}")]
+    struct Echo(#[source] std::io::Error);
+
+    #[test]
+    fn reports_name_every_cause_once() {
+        let io = || std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset by peer");
+        let read: PeerError = ConnectionError::Read(io()).into();
+        assert_eq!(report(&read), "reading: reset by peer");
+        let write = SetupError::Connection(ConnectionError::Write(io()));
+        assert_eq!(report(&write), "writing: reset by peer");
+        let echoed = std::io::Error::other(Echo(io()));
+        assert_eq!(
+            report(&SetupError::Connection(ConnectionError::Read(echoed))),
+            "reading: reset by peer"
+        );
+        assert_eq!(
+            report(&PeerError::BadEnvelope(DecodeError::UnknownEnvelopeType(9))),
+            "bad envelope: unknown envelope type 9"
+        );
+        assert_eq!(
+            report(&PeerError::Silent(Duration::from_millis(61_400))),
+            "no answer for 61s (dead peer)"
+        );
+        assert_eq!(
+            report(&SetupError::Accept(AcceptError::PlainNotAllowed)),
+            "a plain TCP connection, but allow_plain is false"
+        );
+        assert_eq!(
+            report(&SetupError::Handshake(HandshakeFailure::Protocol(
+                "unexpected HELLO while in Done".into()
+            ))),
+            "unexpected HELLO while in Done"
+        );
+        assert_eq!(report(&SetupError::Closed), "closed during the handshake");
     }
 }

@@ -8,7 +8,9 @@
 
 use std::pin::Pin;
 
+use openssl::error::ErrorStack;
 use openssl::ssl::{Ssl, SslContext, SslFiletype, SslMethod, SslVerifyMode, SslVersion};
+use thiserror::Error;
 use threatbus_core::config::ConfigError;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
@@ -28,6 +30,26 @@ const CERTIFICATE_CIPHERS: &str = "HIGH:!aNULL:!MD5";
 /// A byte stream to a peer, TLS or not.
 pub trait PeerIo: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> PeerIo for T {}
+
+/// Why an accepted connection got neither TLS nor plain TCP.
+#[derive(Debug, Error)]
+pub enum AcceptError {
+    /// Closed before its first byte (a port check, say).
+    #[error("closed before sending anything")]
+    ClosedBeforeSending,
+    /// Plain TCP, which `allow_plain: false` refuses.
+    #[error("a plain TCP connection, but allow_plain is false")]
+    PlainNotAllowed,
+    /// Waiting for the first byte failed.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// OpenSSL could not set up the connection's TLS state.
+    #[error(transparent)]
+    TlsSetup(#[from] ErrorStack),
+    /// The TLS handshake with the peer failed.
+    #[error("TLS handshake failed")]
+    TlsHandshake(#[source] openssl::ssl::Error),
+}
 
 /// How connections are secured, prepared once.
 pub struct Transport {
@@ -108,31 +130,23 @@ impl Transport {
     }
 
     /// Sets up TLS or plain TCP on an accepted connection, by its first byte.
-    pub async fn accept(
-        &self,
-        stream: TcpStream,
-    ) -> Result<(Box<dyn PeerIo>, Kind), std::io::Error> {
+    pub async fn accept(&self, stream: TcpStream) -> Result<(Box<dyn PeerIo>, Kind), AcceptError> {
         let mut first = [0u8; 1];
         if stream.peek(&mut first).await? == 0 {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "closed before sending anything",
-            ));
+            return Err(AcceptError::ClosedBeforeSending);
         }
         if first[0] != TLS_HANDSHAKE {
             if !self.allow_plain {
-                return Err(std::io::Error::other(
-                    "a plain TCP connection, but allow_plain is false",
-                ));
+                return Err(AcceptError::PlainNotAllowed);
             }
             return Ok((Box::new(stream), Kind::Plain));
         }
-        let ssl = Ssl::new(&self.tls).map_err(std::io::Error::other)?;
-        let mut tls = SslStream::new(ssl, stream).map_err(std::io::Error::other)?;
+        let ssl = Ssl::new(&self.tls)?;
+        let mut tls = SslStream::new(ssl, stream)?;
         Pin::new(&mut tls)
             .accept()
             .await
-            .map_err(|err| std::io::Error::other(format!("TLS handshake failed: {err}")))?;
+            .map_err(AcceptError::TlsHandshake)?;
         let kind = if self.certificate_mode {
             Kind::CertificateTls
         } else {
