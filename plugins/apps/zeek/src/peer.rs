@@ -42,7 +42,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::connection::{Connection, ConnectionError};
 use crate::mapping::{self, NotSent};
-use crate::server::{Refusal, Refusals};
+use crate::metrics::{Refusal, Refusals};
 use crate::transport::{AcceptError, Transport};
 
 /// The topic Zeek sends `subscribe` and `unsubscribe` on and receives acknowledgements on.

@@ -6,62 +6,16 @@
 use std::sync::Arc;
 
 use threatbus_broker::OwnEndpointId;
-use threatbus_core::metrics::Counter;
 use threatbus_core::throttle::LogThrottle;
 use threatbus_core::{BusHandle, PluginError, Shutdown};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
-use crate::metrics::ZEEK_REFUSED;
+use crate::metrics::{Refusal, Refusals};
 use crate::peer::{self, PeerSettings, Permits};
 use crate::transport::Transport;
 use crate::{KEY, ZeekConfig};
-
-/// Why a connection was closed before it became a peer: the `reason` label of
-/// `threatbus_zeek_refused_connections_total`.
-#[derive(Debug, Clone, Copy)]
-pub enum Refusal {
-    MaxConnections,
-    MaxHandshakes,
-    InvalidEndpointId,
-    HandshakeFailed,
-    HandshakeTimeout,
-}
-
-impl Refusal {
-    const ALL: [Self; 5] = [
-        Self::MaxConnections,
-        Self::MaxHandshakes,
-        Self::InvalidEndpointId,
-        Self::HandshakeFailed,
-        Self::HandshakeTimeout,
-    ];
-
-    fn label(self) -> &'static str {
-        match self {
-            Self::MaxConnections => "max_connections",
-            Self::MaxHandshakes => "max_handshakes",
-            Self::InvalidEndpointId => "invalid_endpoint_id",
-            Self::HandshakeFailed => "handshake_failed",
-            Self::HandshakeTimeout => "handshake_timeout",
-        }
-    }
-}
-
-/// The refusal counters, one per reason, taken once.
-pub struct Refusals([Counter; 5]);
-
-impl Refusals {
-    fn new(bus: &BusHandle) -> Self {
-        Self(Refusal::ALL.map(|reason| bus.metrics().counter(&ZEEK_REFUSED, &[reason.label()])))
-    }
-
-    /// Counts one refusal.
-    pub fn count(&self, reason: Refusal) {
-        self.0[reason as usize].inc();
-    }
-}
 
 /// Listens until `shutdown.stop_input`, then lets the peers say goodbye and waits for them.
 pub async fn run(
