@@ -40,6 +40,13 @@ pub(crate) enum Command {
         listening: bool,
         reply: oneshot::Sender<Result<(), BusError>>,
     },
+    /// Free slots in the queue of the subscriber that asked for snapshot `snapshot_id`;
+    /// `None` when this instance did not issue that id (or forgot it), or the subscriber is
+    /// gone or not listening.
+    SnapshotRoom {
+        snapshot_id: String,
+        reply: oneshot::Sender<Option<usize>>,
+    },
     /// How many messages wait in subscriber queues (for draining on shutdown).
     QueuedMessages { reply: oneshot::Sender<usize> },
     /// Update the gauges that are only read at scrape time.

@@ -215,6 +215,26 @@ impl BusHandle {
         .await?
     }
 
+    /// Routes `message` on this instance only, past the backbone: for answers that concern only
+    /// this instance's subscribers (the store's snapshot envelopes, whose requester is here).
+    /// Counted like a published message of the handle's app.
+    pub async fn route_locally(&self, message: Message) -> Result<(), BusError> {
+        self.count_published(&message);
+        self.router
+            .send(Command::Route(message))
+            .await
+            .map_err(|_| BusError::Stopped)
+    }
+
+    /// Free slots in the queue of the subscriber that asked for snapshot `snapshot_id`, so that
+    /// an answer of many objects can wait for the requester instead of overflowing its queue;
+    /// `None` when that requester is not (or no longer) a subscriber of this instance.
+    pub async fn snapshot_room(&self, snapshot_id: &str) -> Result<Option<usize>, BusError> {
+        let snapshot_id = snapshot_id.to_owned();
+        self.request(|reply| Command::SnapshotRoom { snapshot_id, reply })
+            .await
+    }
+
     /// Removes the subscriber with all its topics and pending snapshots; its queue closes.
     pub async fn remove_subscriber(&self, id: SubscriberId) -> Result<(), BusError> {
         self.request(|reply| Command::RemoveSubscriber { id, reply })

@@ -32,6 +32,13 @@ pub struct SubscriberOptions {
     /// envelopes). A subscriber with no topics and this flag set is how an app that answers
     /// snapshots (e.g. MISP) listens for requests.
     pub snapshot_requests: bool,
+    /// With `snapshot_requests`: only the requests of subscribers of this instance (a snapshot
+    /// request from another instance on the backbone is that instance's to answer).
+    pub local_snapshot_requests_only: bool,
+    /// What the router does when this subscriber's queue is full, instead of `bus.when_full`
+    /// (the store takes `Block`: it must see every message, and a full queue means it has
+    /// fallen behind by a whole queue).
+    pub when_full: Option<WhenFull>,
 }
 
 /// The receiving end of a subscriber's queue. Dropping it makes later deliveries fail, which
@@ -197,6 +204,15 @@ impl SubscriberQueue {
             );
             self.unreported = 0;
             self.last_report = Some(Instant::now());
+        }
+    }
+
+    /// Free slots in the queue (0 once the reader is gone).
+    pub(crate) fn room(&self) -> usize {
+        if self.tx.is_closed() {
+            0
+        } else {
+            self.tx.capacity()
         }
     }
 

@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::budget::{Admission, MemoryBudget};
 use crate::command::Command;
-use crate::config::BusConfig;
+use crate::config::{BusConfig, WhenFull};
 use crate::intake::Outbound;
 use crate::message::{Body, Message, MessageType, SnapshotRequest};
 use crate::metrics::{self, Counter, Gauge, Registry};
@@ -299,6 +299,16 @@ impl Router {
                 };
                 let _ = reply.send(result);
             }
+            Command::SnapshotRoom { snapshot_id, reply } => {
+                let room = self
+                    .pending
+                    .get(&snapshot_id)
+                    .filter(|pending| pending.expires > Instant::now())
+                    .and_then(|pending| self.subscribers.get(&pending.requester))
+                    .filter(|subscriber| subscriber.listening)
+                    .map(|subscriber| subscriber.queue.room());
+                let _ = reply.send(room);
+            }
             Command::QueuedMessages { reply } => {
                 let queued = self.subscribers.values().map(|s| s.queue.depth()).sum();
                 let _ = reply.send(queued);
@@ -435,8 +445,15 @@ impl Router {
             Body::SnapshotRequest(request) => {
                 let requester = self.pending.get(&request.snapshot_id).map(|p| p.requester);
                 for listener in &self.snapshot_listeners {
-                    let listening = self.subscribers.get(listener).is_some_and(|s| s.listening);
-                    if listening && Some(*listener) != requester && !targets.contains(listener) {
+                    let Some(subscriber) = self.subscribers.get(listener) else {
+                        continue;
+                    };
+                    let local_only = subscriber.queue.options.local_snapshot_requests_only;
+                    if subscriber.listening
+                        && Some(*listener) != requester
+                        && !(local_only && requester.is_none())
+                        && !targets.contains(listener)
+                    {
                         targets.push(*listener);
                     }
                 }
@@ -497,9 +514,13 @@ impl Router {
                 return Admission::Queue;
             };
             let depth = subscriber.queue.depth();
+            let policy = subscriber
+                .queue
+                .options
+                .when_full
+                .unwrap_or(self.config.when_full);
             let admission = self.budget.admit(message, depth, average);
-            if admission == Admission::Queue || self.config.when_full == crate::WhenFull::DropNewest
-            {
+            if admission == Admission::Queue || policy == WhenFull::DropNewest {
                 return admission;
             }
             tokio::time::sleep(std::time::Duration::from_millis(1)).await;
@@ -530,11 +551,12 @@ impl Router {
             }
             return false;
         }
-        match subscriber
+        let policy = subscriber
             .queue
-            .offer(id, message, self.config.when_full)
-            .await
-        {
+            .options
+            .when_full
+            .unwrap_or(self.config.when_full);
+        match subscriber.queue.offer(id, message, policy).await {
             Offer::Delivered => {
                 subscriber.meters.sent[message.body().topic_index()].inc();
                 true

@@ -210,6 +210,7 @@ async fn snapshot_request_reaches_listeners_but_not_the_requester_and_answers_on
     let listener_options = |label: &str| SubscriberOptions {
         label: label.into(),
         snapshot_requests: true,
+        ..Default::default()
     };
     let mut answering = r
         .bus
@@ -279,6 +280,7 @@ async fn stix2_snapshot_asks_for_both_types_with_one_id_and_other_topics_ask_not
         .add_subscriber(SubscriberOptions {
             label: "l".into(),
             snapshot_requests: true,
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -339,6 +341,7 @@ async fn snapshot_ids_expire_and_die_with_their_subscriber() {
         .add_subscriber(SubscriberOptions {
             label: "l".into(),
             snapshot_requests: true,
+            ..Default::default()
         })
         .await
         .unwrap();

@@ -52,6 +52,7 @@ pub async fn run(
         .add_subscriber(SubscriberOptions {
             label: "misp snapshots".into(),
             snapshot_requests: true,
+            ..Default::default()
         })
         .await
         .map_err(|err| PluginError::new("MISP snapshots", err))?;

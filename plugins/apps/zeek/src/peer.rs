@@ -611,6 +611,7 @@ impl Session {
             .add_subscriber(SubscriberOptions {
                 label: format!("zeek {} {p2p}", self.remote),
                 snapshot_requests: false,
+                ..Default::default()
             })
             .await
         {

@@ -379,6 +379,7 @@ impl Manager {
         let receiver = self.bus.blocking_add_subscriber(SubscriberOptions {
             label: p2p_topic.clone(),
             snapshot_requests: true,
+            ..Default::default()
         })?;
         let id = receiver.id;
         let outlet = publisher::Outlet::new(Arc::from(p2p_topic.as_str()), receiver);

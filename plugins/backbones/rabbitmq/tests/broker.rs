@@ -598,6 +598,7 @@ async fn round_trip_of_all_four_message_kinds() {
         .add_subscriber(SubscriberOptions {
             label: "answers snapshots".into(),
             snapshot_requests: true,
+            ..Default::default()
         })
         .await
         .expect("answerer");

@@ -1,0 +1,47 @@
+//! The intel store: every Indicator and Sighting the bus routes, kept as the bus published it
+//! (its canonical JSON) and versioned as STIX 2.1 says, so that the bus answers snapshot
+//! requests itself and remembers across restarts.
+//!
+//! * [`config`]: the `store` section;
+//! * [`record`]: what is kept of a message;
+//! * [`sqlite`]: the embedded engine;
+//! * [`service`]: the bus service that writes what the router routes and answers the snapshot
+//!   requests of this instance's subscribers.
+
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod record;
+pub mod service;
+pub mod sqlite;
+
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+pub use config::StoreConfig;
+pub use record::{Kind, Record};
+pub use service::StoreService;
+pub use sqlite::{SqliteStore, Stats};
+
+/// What went wrong with the store.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    /// The store cannot be opened; it is left as it is.
+    #[error("store {}: {cause}", path.display())]
+    Open { path: PathBuf, cause: String },
+    /// A read or write failed.
+    #[error("store: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+}
+
+/// What one batch write did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriteCounts {
+    /// Versions that became their object's current version.
+    pub current: u64,
+    /// Versions older than the current one: kept, but they change nothing.
+    pub history: u64,
+    /// Versions the store had already (same `id` and `modified`): no-ops.
+    pub repeated: u64,
+}

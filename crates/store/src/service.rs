@@ -1,0 +1,325 @@
+//! The store as a bus service: a subscriber to every Indicator and Sighting the router routes
+//! (it never loses one: when its queue is full the router waits, so the store falls behind by
+//! at most one queue), a writer thread that commits in batches (at least every
+//! [`FLUSH_INTERVAL`]), and snapshot answers for this instance's subscribers, streamed from the
+//! file at the pace the requester reads.
+
+use std::path::PathBuf;
+use std::sync::mpsc as std_mpsc;
+use std::time::{Duration, Instant};
+
+use jiff::SignedDuration;
+use threatbus_core::config::WhenFull;
+use threatbus_core::message::{Body, Message, MessageType, SnapshotEnvelope, SnapshotRequest};
+use threatbus_core::{App, BoxFuture, BusHandle, PluginError, Shutdown, SubscriberOptions};
+
+use crate::record::{Kind, Record};
+use crate::sqlite::SqliteStore;
+use crate::{StoreConfig, StoreError};
+
+/// Longest time a routed message waits before it is committed.
+pub const FLUSH_INTERVAL: Duration = Duration::from_millis(200);
+
+/// Most records committed in one transaction.
+const BATCH: usize = 4096;
+
+/// How long a snapshot answer waits for a requester that reads nothing before it gives up.
+const STALLED_REQUESTER: Duration = Duration::from_secs(30);
+
+/// What the service tells the writer thread.
+enum Job {
+    Write(Record),
+    /// Commit now and say so (for shutdown).
+    Flush(tokio::sync::oneshot::Sender<()>),
+}
+
+/// The store, opened, ready to run as a bus service.
+pub struct StoreService {
+    config: StoreConfig,
+    store: SqliteStore,
+}
+
+impl std::fmt::Debug for StoreService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreService")
+            .field("path", &self.store.path())
+            .finish_non_exhaustive()
+    }
+}
+
+impl StoreService {
+    /// Opens (or creates) the store; every reason it cannot be used is an error here, before
+    /// the bus binds anything.
+    pub fn open(config: StoreConfig) -> Result<Self, StoreError> {
+        let store = SqliteStore::open(&config.file())?;
+        Ok(Self { config, store })
+    }
+
+    /// The file the store lives in.
+    pub fn path(&self) -> PathBuf {
+        self.store.path().to_owned()
+    }
+}
+
+impl App for StoreService {
+    fn name(&self) -> &'static str {
+        "store"
+    }
+
+    fn effective_config(&self) -> Option<serde_json::Value> {
+        serde_json::to_value(&self.config).ok()
+    }
+
+    fn run(
+        self: Box<Self>,
+        bus: BusHandle,
+        shutdown: Shutdown,
+    ) -> BoxFuture<Result<(), PluginError>> {
+        Box::pin(serve(*self, bus, shutdown))
+    }
+}
+
+async fn serve(
+    service: StoreService,
+    bus: BusHandle,
+    shutdown: Shutdown,
+) -> Result<(), PluginError> {
+    let StoreService { config, store } = service;
+    let path = store.path().to_owned();
+    let mut receiver = bus
+        .add_subscriber(SubscriberOptions {
+            label: "store".into(),
+            snapshot_requests: config.answer_snapshots,
+            local_snapshot_requests_only: true,
+            when_full: Some(WhenFull::Block),
+        })
+        .await
+        .map_err(|err| PluginError::new("store", err))?;
+    bus.subscribe(
+        receiver.id,
+        vec!["stix2/indicator".into(), "stix2/sighting".into()],
+        None,
+    )
+    .await
+    .map_err(|err| PluginError::new("store", err))?;
+    tracing::info!(path = %path.display(), retention_days = config.retention, answer_snapshots = config.answer_snapshots, "store open");
+
+    let (jobs, queue) = std_mpsc::channel();
+    let writer = std::thread::Builder::new()
+        .name("store-writer".into())
+        .spawn(move || write_loop(store, queue))
+        .map_err(|err| PluginError::new("store: cannot start the writer thread", err))?;
+
+    let mut batch = Vec::with_capacity(256);
+    loop {
+        batch.clear();
+        // Input stops only when the bus stops: the store keeps taking what is still routed
+        // while the queues drain.
+        let received = tokio::select! {
+            received = receiver.recv_many(&mut batch, 256) => received,
+            _ = shutdown.stop.cancelled() => break,
+        };
+        if received == 0 {
+            break;
+        }
+        for message in batch.drain(..) {
+            match message.body() {
+                Body::SnapshotRequest(request) => {
+                    tokio::spawn(answer(bus.clone(), path.clone(), request.clone()));
+                }
+                _ => {
+                    if let Some(record) = Record::from_message(&message)
+                        && jobs.send(Job::Write(record)).is_err()
+                    {
+                        return Err(PluginError::message("store: the writer thread stopped"));
+                    }
+                }
+            }
+        }
+    }
+    // Whatever is still queued for the store is written before it closes.
+    while let Some(message) = receiver.try_recv() {
+        if let Some(record) = Record::from_message(&message) {
+            let _ = jobs.send(Job::Write(record));
+        }
+    }
+    let (done, flushed) = tokio::sync::oneshot::channel();
+    let _ = jobs.send(Job::Flush(done));
+    drop(jobs);
+    let _ = flushed.await;
+    let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+    Ok(())
+}
+
+/// Owns the write connection: commits what arrives at least every [`FLUSH_INTERVAL`], and at
+/// once when a batch is full or a flush is asked for.
+fn write_loop(mut store: SqliteStore, jobs: std_mpsc::Receiver<Job>) {
+    let mut pending: Vec<Record> = Vec::with_capacity(BATCH);
+    let mut oldest: Option<Instant> = None;
+    let commit = |store: &mut SqliteStore, pending: &mut Vec<Record>| {
+        if pending.is_empty() {
+            return;
+        }
+        let started = Instant::now();
+        match store.write(pending) {
+            Ok(counts) => tracing::debug!(
+                records = pending.len(),
+                current = counts.current,
+                history = counts.history,
+                repeated = counts.repeated,
+                micros = started.elapsed().as_micros() as u64,
+                "store: batch committed"
+            ),
+            Err(err) => {
+                tracing::error!(error = %err, records = pending.len(), "store: write failed; these records are lost")
+            }
+        }
+        pending.clear();
+    };
+    loop {
+        let wait = oldest.map_or(Duration::from_secs(3600), |at| {
+            FLUSH_INTERVAL.saturating_sub(at.elapsed())
+        });
+        match jobs.recv_timeout(wait) {
+            Ok(Job::Write(record)) => {
+                pending.push(record);
+                oldest.get_or_insert_with(Instant::now);
+                if pending.len() >= BATCH {
+                    commit(&mut store, &mut pending);
+                    oldest = None;
+                }
+            }
+            Ok(Job::Flush(done)) => {
+                commit(&mut store, &mut pending);
+                oldest = None;
+                let _ = done.send(());
+            }
+            Err(std_mpsc::RecvTimeoutError::Timeout) => {
+                commit(&mut store, &mut pending);
+                oldest = None;
+            }
+            Err(std_mpsc::RecvTimeoutError::Disconnected) => {
+                commit(&mut store, &mut pending);
+                return;
+            }
+        }
+    }
+}
+
+/// Nanoseconds since the epoch, now.
+fn now_nanos() -> i64 {
+    i64::try_from(jiff::Timestamp::now().as_nanosecond()).unwrap_or(i64::MAX)
+}
+
+/// Answers one snapshot request from a reader of its own, streaming envelopes to the
+/// requester's queue only as fast as the requester makes room.
+async fn answer(bus: BusHandle, path: PathBuf, request: SnapshotRequest) {
+    if request.snapshot <= SignedDuration::ZERO {
+        return;
+    }
+    let kind = match request.snapshot_type {
+        MessageType::Indicator => Kind::Indicator,
+        MessageType::Sighting => Kind::Sighting,
+    };
+    let started = Instant::now();
+    let snapshot_id = request.snapshot_id.clone();
+    let seconds = request.snapshot.as_secs();
+    let handle = tokio::runtime::Handle::current();
+    let result = tokio::task::spawn_blocking(move || {
+        let reader = SqliteStore::open_reader(&path)?;
+        let now = now_nanos();
+        let since = now.saturating_sub(
+            i64::try_from(request.snapshot.as_nanos()).unwrap_or(i64::MAX),
+        );
+        let mut room = 0usize;
+        let mut sent = 0u64;
+        let mut outcome = Answered::Complete;
+        reader.snapshot(kind, since, now, |json| {
+            let body = match Message::from_stix_json(json) {
+                Ok(body) => body,
+                Err(err) => {
+                    tracing::warn!(error = %err, "store: a stored object no longer reads as bus input; skipped");
+                    return true;
+                }
+            };
+            if room == 0 {
+                match wait_for_room(&handle, &bus, &request.snapshot_id) {
+                    Ok(free) => room = free,
+                    Err(stop) => {
+                        outcome = stop;
+                        return false;
+                    }
+                }
+            }
+            let envelope = Message::new(Body::SnapshotEnvelope(SnapshotEnvelope {
+                snapshot_type: request.snapshot_type,
+                snapshot_id: request.snapshot_id.clone(),
+                body,
+            }));
+            if handle.block_on(bus.route_locally(envelope)).is_err() {
+                outcome = Answered::Stopped;
+                return false;
+            }
+            room -= 1;
+            sent += 1;
+            true
+        })?;
+        Ok::<_, StoreError>((sent, outcome))
+    })
+    .await;
+    let millis = started.elapsed().as_millis() as u64;
+    match result {
+        Ok(Ok((sent, Answered::Complete))) => tracing::info!(
+            %snapshot_id, kind = kind.name(), seconds, objects = sent, ms = millis,
+            "store answered a snapshot"
+        ),
+        Ok(Ok((sent, outcome))) => tracing::warn!(
+            %snapshot_id, kind = kind.name(), objects_sent = sent, ms = millis, reason = outcome.reason(),
+            "store snapshot answer incomplete"
+        ),
+        Ok(Err(err)) => tracing::error!(%snapshot_id, error = %err, "store snapshot answer failed"),
+        Err(err) => tracing::error!(%snapshot_id, error = %err, "store snapshot answer failed"),
+    }
+}
+
+/// How an answer ended.
+enum Answered {
+    Complete,
+    /// The requester left (or its snapshot id expired).
+    RequesterGone,
+    /// The requester read nothing for [`STALLED_REQUESTER`].
+    RequesterStalled,
+    /// The bus is stopping.
+    Stopped,
+}
+
+impl Answered {
+    fn reason(&self) -> &'static str {
+        match self {
+            Self::Complete => "complete",
+            Self::RequesterGone => "the requester is gone",
+            Self::RequesterStalled => "the requester read nothing for 30 s",
+            Self::Stopped => "the bus is stopping",
+        }
+    }
+}
+
+/// Waits until the requester's queue has room; the number of free slots.
+fn wait_for_room(
+    handle: &tokio::runtime::Handle,
+    bus: &BusHandle,
+    snapshot_id: &str,
+) -> Result<usize, Answered> {
+    let since = Instant::now();
+    loop {
+        match handle.block_on(bus.snapshot_room(snapshot_id)) {
+            Err(_) => return Err(Answered::Stopped),
+            Ok(None) => return Err(Answered::RequesterGone),
+            Ok(Some(0)) if since.elapsed() >= STALLED_REQUESTER => {
+                return Err(Answered::RequesterStalled);
+            }
+            Ok(Some(0)) => std::thread::sleep(Duration::from_millis(2)),
+            Ok(Some(free)) => return Ok(free),
+        }
+    }
+}

@@ -1,0 +1,596 @@
+//! The embedded engine: one SQLite file (WAL journal), opened by one bus at a time.
+//!
+//! Two tables: `versions` keeps every version ever stored (`id`, `modified` unique; the rowid is
+//! the order it was added in), `current` the greatest version of each object with the fields the
+//! snapshot queries filter on. A write is one transaction per batch; a version older than the
+//! current one lands in `versions` only, the same version again changes nothing.
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, params};
+
+use crate::record::{Kind, Record};
+use crate::{StoreError, WriteCounts};
+
+/// The schema this build writes. A store with a greater version was written by a newer build
+/// and is refused; a smaller one is migrated forward at open.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// The application id in the SQLite header (`PRAGMA application_id`): "TBst". A file with
+/// another non-zero id is some other program's database and is refused.
+const APPLICATION_ID: i64 = 0x5442_7374;
+
+/// How long a write waits for a lock held by another connection (a store command while the
+/// bus runs) before it fails.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The embedded store.
+pub struct SqliteStore {
+    connection: Connection,
+    path: PathBuf,
+    /// Held while the store is open for writing (`<path>.lock`): one bus per store.
+    _lock: Option<File>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Takes `<path>.lock` for as long as the returned file is held: a second bus (or a writing
+/// store command) on the same store fails here instead of interleaving its writes.
+fn lock(path: &Path) -> Result<File, StoreError> {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    let lock_path = PathBuf::from(name);
+    let open_error = |cause: String| StoreError::Open {
+        path: path.to_owned(),
+        cause,
+    };
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|err| {
+            open_error(format!(
+                "cannot create the lock file {}: {err}",
+                lock_path.display()
+            ))
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(TryLockError::WouldBlock) => Err(open_error(format!(
+            "locked by another process (is another bus running on this store? {} is held)",
+            lock_path.display()
+        ))),
+        Err(TryLockError::Error(err)) => Err(open_error(format!(
+            "cannot lock {}: {err}",
+            lock_path.display()
+        ))),
+    }
+}
+
+/// Says what went wrong with the file at `path`, in words an operator can act on.
+fn open_error(path: &Path, err: rusqlite::Error) -> StoreError {
+    let cause = match err.sqlite_error_code() {
+        Some(ErrorCode::NotADatabase) => {
+            "not a Threat Bus store (not an SQLite database, or corrupt)".to_owned()
+        }
+        Some(ErrorCode::DatabaseCorrupt) => "the file is corrupt".to_owned(),
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
+            "locked by another process (is another bus running on this store?)".to_owned()
+        }
+        Some(ErrorCode::ReadOnly | ErrorCode::PermissionDenied | ErrorCode::CannotOpen) => {
+            format!("cannot be opened for writing ({err})")
+        }
+        _ => err.to_string(),
+    };
+    StoreError::Open {
+        path: path.to_owned(),
+        cause,
+    }
+}
+
+impl SqliteStore {
+    /// Opens the store at `path`, creating it if it does not exist, and migrates its schema
+    /// forward. Refuses (and leaves untouched) a file that is not a store, is corrupt, is
+    /// locked by another bus, cannot be written or was written by a newer build.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let lock = lock(path)?;
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let connection =
+            Connection::open_with_flags(path, flags).map_err(|err| open_error(path, err))?;
+        let mut store = Self {
+            connection,
+            path: path.to_owned(),
+            _lock: Some(lock),
+        };
+        store.prepare().map_err(|err| match err {
+            StoreError::Sqlite(inner) => open_error(path, inner),
+            other => other,
+        })?;
+        Ok(store)
+    }
+
+    /// A second, read-only connection to the store a bus has open (snapshot answers, which
+    /// then never hold up the writer).
+    pub fn open_reader(path: &Path) -> Result<Self, StoreError> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let connection =
+            Connection::open_with_flags(path, flags).map_err(|err| open_error(path, err))?;
+        connection
+            .busy_timeout(BUSY_TIMEOUT)
+            .map_err(|err| open_error(path, err))?;
+        Ok(Self {
+            connection,
+            path: path.to_owned(),
+            _lock: None,
+        })
+    }
+
+    /// Where the store lives.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn prepare(&mut self) -> Result<(), StoreError> {
+        let c = &self.connection;
+        c.busy_timeout(BUSY_TIMEOUT)?;
+        // Reading the header first finds a file that is not a database before anything is
+        // written to it.
+        let application_id: i64 = c.query_row("PRAGMA application_id", [], |row| row.get(0))?;
+        let version: i64 = c.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+        if application_id != 0 && application_id != APPLICATION_ID {
+            return Err(StoreError::Open {
+                path: self.path.clone(),
+                cause: format!(
+                    "an SQLite database of another program (application id {application_id:#x}), not a Threat Bus store"
+                ),
+            });
+        }
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::Open {
+                path: self.path.clone(),
+                cause: format!(
+                    "schema version {version} was written by a newer Threat Bus (this one reads up to {SCHEMA_VERSION})"
+                ),
+            });
+        }
+        let tables: i64 =
+            c.query_row("SELECT count(*) FROM sqlite_master", [], |row| row.get(0))?;
+        if application_id == 0 && tables > 0 {
+            return Err(StoreError::Open {
+                path: self.path.clone(),
+                cause: "an SQLite database with tables of its own, not a Threat Bus store"
+                    .to_owned(),
+            });
+        }
+        // WAL: readers (store commands, snapshots) do not block the writer; NORMAL sync loses
+        // at most the last transactions on power loss, never consistency.
+        c.pragma_update(None, "journal_mode", "WAL")?;
+        c.pragma_update(None, "synchronous", "NORMAL")?;
+        self.migrate(version)?;
+        Ok(())
+    }
+
+    /// Brings the schema from `version` to [`SCHEMA_VERSION`], one step per version.
+    fn migrate(&mut self, version: i64) -> Result<(), StoreError> {
+        if version >= SCHEMA_VERSION {
+            return Ok(());
+        }
+        let tx = self.connection.transaction()?;
+        if version < 1 {
+            tx.execute_batch(
+                "CREATE TABLE versions (
+                     position INTEGER PRIMARY KEY,
+                     id TEXT NOT NULL,
+                     modified INTEGER NOT NULL,
+                     kind INTEGER NOT NULL,
+                     json BLOB NOT NULL,
+                     UNIQUE (id, modified)
+                 );
+                 CREATE TABLE current (
+                     id TEXT PRIMARY KEY,
+                     kind INTEGER NOT NULL,
+                     created INTEGER NOT NULL,
+                     modified INTEGER NOT NULL,
+                     withdrawn INTEGER NOT NULL,
+                     valid_until INTEGER,
+                     position INTEGER NOT NULL
+                 ) WITHOUT ROWID;
+                 CREATE INDEX current_by_kind_modified ON current (kind, modified);
+                 CREATE INDEX current_by_kind_created ON current (kind, created);
+                 CREATE INDEX versions_by_modified ON versions (modified);",
+            )?;
+        }
+        tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        tx.pragma_update(None, "application_id", APPLICATION_ID)?;
+        tx.commit()?;
+        tracing::info!(
+            path = %self.path.display(),
+            from = version,
+            to = SCHEMA_VERSION,
+            "store schema created or migrated"
+        );
+        Ok(())
+    }
+
+    /// Stores `records` in one transaction.
+    pub fn write(&mut self, records: &[Record]) -> Result<WriteCounts, StoreError> {
+        let mut counts = WriteCounts::default();
+        let tx = self.connection.transaction()?;
+        {
+            let mut insert_version = tx.prepare_cached(
+                "INSERT INTO versions (id, modified, kind, json) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (id, modified) DO NOTHING",
+            )?;
+            let mut current_modified =
+                tx.prepare_cached("SELECT modified FROM current WHERE id = ?1")?;
+            let mut upsert_current = tx.prepare_cached(
+                "INSERT INTO current (id, kind, created, modified, withdrawn, valid_until, position)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT (id) DO UPDATE SET
+                     kind = excluded.kind, created = excluded.created,
+                     modified = excluded.modified, withdrawn = excluded.withdrawn,
+                     valid_until = excluded.valid_until, position = excluded.position",
+            )?;
+            for record in records {
+                let inserted = insert_version.execute(params![
+                    record.id,
+                    record.modified,
+                    record.kind.code(),
+                    record.json
+                ])?;
+                if inserted == 0 {
+                    counts.repeated += 1;
+                    continue;
+                }
+                let position = tx.last_insert_rowid();
+                let current: Option<i64> = current_modified
+                    .query_row([&record.id], |row| row.get(0))
+                    .optional()?;
+                if current.is_some_and(|modified| modified > record.modified) {
+                    counts.history += 1;
+                    continue;
+                }
+                upsert_current.execute(params![
+                    record.id,
+                    record.kind.code(),
+                    record.created,
+                    record.modified,
+                    record.withdrawn,
+                    record.valid_until,
+                    position
+                ])?;
+                counts.current += 1;
+            }
+        }
+        tx.commit()?;
+        Ok(counts)
+    }
+
+    /// Calls `each` with the JSON of every object a snapshot of `kind` over the last `since`
+    /// nanoseconds answers with, at `now` (nanoseconds since the epoch), in `modified` order,
+    /// until `each` returns `false`. Indicators: the current version of every one that is
+    /// neither withdrawn nor expired, modified since `since`; sightings: every one created
+    /// since `since`. Rows are read one at a time, never all at once. Returns how many were
+    /// handed out.
+    pub fn snapshot(
+        &self,
+        kind: Kind,
+        since: i64,
+        now: i64,
+        mut each: impl FnMut(&[u8]) -> bool,
+    ) -> Result<u64, StoreError> {
+        let sql = match kind {
+            Kind::Indicator => {
+                "SELECT v.json FROM current c JOIN versions v ON v.position = c.position
+                 WHERE c.kind = 0 AND c.withdrawn = 0 AND c.modified >= ?1
+                   AND (c.valid_until IS NULL OR c.valid_until > ?2)
+                 ORDER BY c.modified"
+            }
+            Kind::Sighting => {
+                "SELECT v.json FROM current c JOIN versions v ON v.position = c.position
+                 WHERE c.kind = 1 AND c.created >= ?1 AND ?2 = ?2
+                 ORDER BY c.created"
+            }
+        };
+        let mut statement = self.connection.prepare_cached(sql)?;
+        let mut rows = statement.query(params![since, now])?;
+        let mut handed = 0;
+        while let Some(row) = rows.next()? {
+            let json = row.get_ref(0)?.as_blob().map_err(rusqlite::Error::from)?;
+            handed += 1;
+            if !each(json) {
+                break;
+            }
+        }
+        Ok(handed)
+    }
+
+    /// What the store holds.
+    pub fn stats(&self, now: i64) -> Result<Stats, StoreError> {
+        let c = &self.connection;
+        let count = |sql: &str| -> Result<u64, StoreError> {
+            let n: i64 = c.query_row(sql, params![now], |row| row.get(0))?;
+            Ok(u64::try_from(n).unwrap_or(0))
+        };
+        Ok(Stats {
+            indicators_active: count(
+                "SELECT count(*) FROM current WHERE kind = 0 AND withdrawn = 0
+                   AND (valid_until IS NULL OR valid_until > ?1)",
+            )?,
+            indicators_withdrawn: count(
+                "SELECT count(*) FROM current WHERE kind = 0 AND withdrawn = 1 AND ?1 = ?1",
+            )?,
+            indicators_expired: count(
+                "SELECT count(*) FROM current WHERE kind = 0 AND withdrawn = 0
+                   AND valid_until IS NOT NULL AND valid_until <= ?1",
+            )?,
+            sightings: count("SELECT count(*) FROM current WHERE kind = 1 AND ?1 = ?1")?,
+            versions: count("SELECT count(*) FROM versions WHERE ?1 = ?1")?,
+        })
+    }
+
+    /// Removes every version modified before `before` (nanoseconds since the epoch), and the
+    /// objects whose current version is among them. Returns how many versions went.
+    pub fn prune(&mut self, before: i64) -> Result<u64, StoreError> {
+        let tx = self.connection.transaction()?;
+        tx.execute("DELETE FROM current WHERE modified < ?1", [before])?;
+        let removed = tx.execute(
+            "DELETE FROM versions WHERE modified < ?1
+               AND position NOT IN (SELECT position FROM current)",
+            [before],
+        )?;
+        tx.commit()?;
+        Ok(removed as u64)
+    }
+}
+
+/// What the store holds (see [`SqliteStore::stats`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Indicators whose current version is neither withdrawn nor expired.
+    pub indicators_active: u64,
+    pub indicators_withdrawn: u64,
+    pub indicators_expired: u64,
+    pub sightings: u64,
+    /// Versions of all objects, current ones included.
+    pub versions: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use threatbus_core::Message;
+
+    /// A fresh directory for one test.
+    fn dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "threatbus-store-{name}-{}-{}",
+            std::process::id(),
+            jiff::Timestamp::now().as_nanosecond()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    const NOW: &str = "2030-01-10T00:00:00.000Z";
+
+    fn ns(text: &str) -> i64 {
+        crate::record::nanos(&threatbus_core::stix::Timestamp::parse(text).unwrap())
+    }
+
+    fn indicator(n: u32, modified: &str, extra: serde_json::Value) -> Record {
+        let mut object = json!({
+            "type": "indicator", "spec_version": "2.1",
+            "id": format!("indicator--00000000-0000-4000-8000-{n:012}"),
+            "created": "2030-01-01T00:00:00.000Z", "modified": modified,
+            "pattern": format!("[ipv4-addr:value = '10.0.0.{n}']"), "pattern_type": "stix",
+            "valid_from": "2030-01-01T00:00:00Z"
+        });
+        if let (Some(object), Some(extra)) = (object.as_object_mut(), extra.as_object()) {
+            object.extend(extra.clone());
+        }
+        let message = Message::from_stix_json(object.to_string().as_bytes()).unwrap();
+        Record::from_message(&message).unwrap()
+    }
+
+    fn sighting(n: u32, created: &str) -> Record {
+        let object = json!({
+            "type": "sighting", "spec_version": "2.1",
+            "id": format!("sighting--00000000-0000-4000-8000-{n:012}"),
+            "created": created, "modified": created,
+            "sighting_of_ref": "indicator--00000000-0000-4000-8000-000000000001"
+        });
+        let message = Message::from_stix_json(object.to_string().as_bytes()).unwrap();
+        Record::from_message(&message).unwrap()
+    }
+
+    fn snapshot(store: &SqliteStore, kind: Kind, since: &str) -> Vec<serde_json::Value> {
+        let mut out = Vec::new();
+        store
+            .snapshot(kind, ns(since), ns(NOW), |json| {
+                out.push(serde_json::from_slice(json).unwrap());
+                true
+            })
+            .unwrap();
+        out
+    }
+
+    #[test]
+    fn versions_follow_stix_rules_and_snapshots_pick_current_live_indicators() {
+        let dir = dir("versions");
+        let mut store = SqliteStore::open(&dir.join("store")).unwrap();
+        let v2 = indicator(1, "2030-01-05T00:00:00.000Z", json!({"name": "second"}));
+        let v1 = indicator(1, "2030-01-04T00:00:00.000Z", json!({"name": "first"}));
+        let counts = store.write(std::slice::from_ref(&v2)).unwrap();
+        assert_eq!((counts.current, counts.history, counts.repeated), (1, 0, 0));
+        // An older version arriving late is history; the same version again is a no-op.
+        let counts = store.write(&[v1, v2.clone()]).unwrap();
+        assert_eq!((counts.current, counts.history, counts.repeated), (0, 1, 1));
+        store
+            .write(&[
+                indicator(
+                    2,
+                    "2030-01-06T00:00:00.000Z",
+                    json!({"x_threatbus_update": "REMOVE"}),
+                ),
+                indicator(3, "2030-01-06T00:00:00.000Z", json!({"revoked": true})),
+                indicator(
+                    4,
+                    "2030-01-06T00:00:00.000Z",
+                    json!({"valid_until": "2030-01-09T00:00:00Z"}),
+                ),
+                indicator(
+                    5,
+                    "2030-01-07T00:00:00.000Z",
+                    json!({"valid_until": "2030-02-01T00:00:00Z"}),
+                ),
+                indicator(6, "2029-12-01T00:00:00.000Z", json!({})),
+                sighting(1, "2030-01-08T00:00:00.000Z"),
+                sighting(2, "2029-12-01T00:00:00.000Z"),
+            ])
+            .unwrap();
+        // A later REMOVE withdraws what was live.
+        let live = snapshot(&store, Kind::Indicator, "2030-01-02T00:00:00.000Z");
+        let names: Vec<_> = live
+            .iter()
+            .map(|o| o["id"].as_str().unwrap()[35..].to_owned())
+            .collect();
+        assert_eq!(names, ["000000000001", "000000000005"]);
+        assert_eq!(live[0]["name"], "second");
+        // Byte for byte what was written.
+        let mut bytes = Vec::new();
+        store
+            .snapshot(
+                Kind::Indicator,
+                ns("2030-01-05T00:00:00.000Z"),
+                ns(NOW),
+                |json| {
+                    bytes.push(json.to_vec());
+                    true
+                },
+            )
+            .unwrap();
+        assert_eq!(bytes[0], v2.json);
+        let sightings = snapshot(&store, Kind::Sighting, "2030-01-02T00:00:00.000Z");
+        assert_eq!(sightings.len(), 1);
+        store
+            .write(&[indicator(
+                1,
+                "2030-01-08T00:00:00.000Z",
+                json!({"x_threatbus_update": "REMOVE"}),
+            )])
+            .unwrap();
+        let live = snapshot(&store, Kind::Indicator, "2030-01-02T00:00:00.000Z");
+        assert_eq!(live.len(), 1);
+        let stats = store.stats(ns(NOW)).unwrap();
+        assert_eq!(
+            (
+                stats.indicators_active,
+                stats.indicators_withdrawn,
+                stats.indicators_expired,
+                stats.sightings,
+                stats.versions
+            ),
+            (2, 3, 1, 2, 10)
+        );
+        // Retention: everything modified before the cut goes, with its history.
+        let pruned = store.prune(ns("2030-01-05T12:00:00.000Z")).unwrap();
+        assert_eq!(
+            pruned, 4,
+            "v1 and v2 of #1? no: #1's current is newer; #6, sighting 2, #1 v1, #1 v2"
+        );
+        let stats = store.stats(ns(NOW)).unwrap();
+        assert_eq!(stats.versions, 6);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_store_survives_reopening_and_a_second_writer_is_refused() {
+        let dir = dir("reopen");
+        let path = dir.join("store");
+        {
+            let mut store = SqliteStore::open(&path).unwrap();
+            store
+                .write(&[indicator(1, "2030-01-05T00:00:00.000Z", json!({}))])
+                .unwrap();
+            let second = SqliteStore::open(&path).unwrap_err().to_string();
+            assert!(second.contains("locked by another process"), "{second}");
+            assert!(second.contains(&path.display().to_string()), "{second}");
+            // A reader may look while the writer holds the store.
+            let reader = SqliteStore::open_reader(&path).unwrap();
+            assert_eq!(
+                snapshot(&reader, Kind::Indicator, "2030-01-01T00:00:00.000Z").len(),
+                1
+            );
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(
+            snapshot(&store, Kind::Indicator, "2030-01-01T00:00:00.000Z").len(),
+            1
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn files_that_are_not_our_store_are_refused_and_left_untouched() {
+        let dir = dir("refused");
+        let cases: [(&str, Box<dyn Fn(&Path)>, &str); 4] = [
+            (
+                "text",
+                Box::new(|p| {
+                    std::fs::write(p, "not a database at all, just text\n".repeat(200)).unwrap()
+                }),
+                "not a Threat Bus store",
+            ),
+            (
+                "newer",
+                Box::new(|p| {
+                    let c = Connection::open(p).unwrap();
+                    c.pragma_update(None, "application_id", APPLICATION_ID)
+                        .unwrap();
+                    c.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+                        .unwrap();
+                }),
+                "written by a newer Threat Bus",
+            ),
+            (
+                "other",
+                Box::new(|p| {
+                    let c = Connection::open(p).unwrap();
+                    c.execute_batch("CREATE TABLE t (x)").unwrap();
+                }),
+                "not a Threat Bus store",
+            ),
+            (
+                "foreign",
+                Box::new(|p| {
+                    let c = Connection::open(p).unwrap();
+                    c.pragma_update(None, "application_id", 42).unwrap();
+                }),
+                "another program",
+            ),
+        ];
+        for (name, make, expected) in cases {
+            let path = dir.join(name);
+            make(&path);
+            let before = std::fs::read(&path).unwrap();
+            let err = SqliteStore::open(&path).unwrap_err().to_string();
+            assert!(err.contains(expected), "{name}: {err}");
+            assert!(err.contains(&path.display().to_string()), "{name}: {err}");
+            assert_eq!(std::fs::read(&path).unwrap(), before, "{name} was changed");
+        }
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
