@@ -546,7 +546,8 @@ mod tests {
     #[test]
     fn files_that_are_not_our_store_are_refused_and_left_untouched() {
         let dir = dir("refused");
-        let cases: [(&str, Box<dyn Fn(&Path)>, &str); 4] = [
+        type Make = Box<dyn Fn(&Path)>;
+        let cases: [(&str, Make, &str); 4] = [
             (
                 "text",
                 Box::new(|p| {
