@@ -131,6 +131,12 @@ impl Bus {
         let router = Router::new(self.config.clone(), metrics.clone(), carrier_name, outbound);
         let router = tokio::spawn(router.run(router_rx, stop_router.clone()));
 
+        // Services first: the store subscribes before any app can publish.
+        for service in self.services {
+            let name = service.name();
+            let run = service.run(handle.for_service(name), phases.clone());
+            spawn_plugin(&mut tasks, "service", name, run);
+        }
         // Every app's readiness starts at 0 (before any app runs, so that /ready cannot answer
         // 200 while an app has not been polled yet).
         let app_handles: Vec<BusHandle> = self
@@ -142,11 +148,6 @@ impl Bus {
             let name = app.name();
             spawn_plugin(&mut tasks, "app", name, app.run(app_handle, phases.clone()));
             tracing::info!(app = name, "app started");
-        }
-        for service in self.services {
-            let name = service.name();
-            let run = service.run(handle.for_service(name), phases.clone());
-            spawn_plugin(&mut tasks, "service", name, run);
         }
         Running {
             tasks,

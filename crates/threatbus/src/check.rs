@@ -80,6 +80,13 @@ fn effective(config: &Config, plugins: &Plugins) -> Value {
     document.insert("logging".into(), config.logging.to_json());
     document.insert("bus".into(), config.bus.to_json());
     document.insert("metrics".into(), config.metrics.to_json());
+    if let Some(store) = config
+        .store
+        .as_ref()
+        .and_then(|s| serde_json::to_value(s).ok())
+    {
+        document.insert("store".into(), store);
+    }
     let sections = plugins
         .apps
         .iter()

@@ -17,6 +17,8 @@ use serde_json::{Map, Value};
 use threatbus_core::BusConfig;
 use threatbus_core::config::{ConfigError, parse_section};
 
+use threatbus_store::StoreConfig;
+
 use crate::logging::LoggingConfig;
 use crate::metrics_http::MetricsConfig;
 
@@ -25,6 +27,8 @@ pub const EMBEDDED_DEFAULT: &str = r#"
 logging:
   console: true
   console_verbosity: INFO
+store:
+  path: threatbus-store
 plugins:
   backbones:
     inmem: {}
@@ -56,6 +60,8 @@ pub struct Config {
     pub logging: LoggingConfig,
     pub bus: BusConfig,
     pub metrics: MetricsConfig,
+    /// The intel store; `None` without a `store` section.
+    pub store: Option<StoreConfig>,
     /// The whole document after environment overrides, as read (for `threatbus check`).
     pub document: Value,
     /// Configured backbones: name and section, in file order.
@@ -276,6 +282,10 @@ fn validate(source: Source, root: Value) -> Result<(Config, Vec<ConfigError>), V
         parse_section::<MetricsConfig>("metrics", root.get("metrics").unwrap_or(&Value::Null))
             .map_err(|e| errors.push(e))
             .ok();
+    let store = StoreConfig::from_section(root.get("store"))
+        .map_err(|e| errors.push(e))
+        .ok()
+        .flatten();
     let document = Value::Object(root.clone());
     let mut sections = |kind: &str| -> Vec<(String, Value)> {
         let key = format!("plugins.{kind}");
@@ -307,7 +317,7 @@ fn validate(source: Source, root: Value) -> Result<(Config, Vec<ConfigError>), V
             ));
         }
     }
-    for known in ["logging", "bus", "metrics", "plugins"] {
+    for known in ["logging", "bus", "metrics", "store", "plugins"] {
         root.remove(known);
     }
     let config = Config {
@@ -315,6 +325,7 @@ fn validate(source: Source, root: Value) -> Result<(Config, Vec<ConfigError>), V
         logging: logging.unwrap_or_default(),
         bus: bus.unwrap_or_default(),
         metrics: metrics.unwrap_or_default(),
+        store,
         document,
         backbones,
         apps,

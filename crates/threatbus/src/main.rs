@@ -106,7 +106,7 @@ fn main() -> ExitCode {
             tracing::info!(path = %path.display(), "loaded configuration")
         }
         config::Source::Embedded => tracing::info!(
-            "no config.yaml or config.yml in the working directory: running the embedded default (in-memory backbone, ZeroMQ app on 127.0.0.1 ports 13370/13371/13372)"
+            "no config.yaml or config.yml in the working directory: running the embedded default (in-memory backbone, ZeroMQ app on 127.0.0.1 ports 13370/13371/13372, store in ./threatbus-store)"
         ),
     }
     for key in &config.ignored_keys {
@@ -141,7 +141,15 @@ fn run(
         let shutdown = CancellationToken::new();
         watch_signals(shutdown.clone(), OnHangup::ReopenLog(log_file))?;
         tracing::info!(version = env!("CARGO_PKG_VERSION"), "Threat Bus starting");
+        // The store opens before anything binds: a store that cannot be used stops the start.
+        let store = config
+            .store
+            .map(threatbus_store::StoreService::open)
+            .transpose()?;
         let mut bus = Bus::new(config.bus, plugins.backbone, plugins.apps);
+        if let Some(store) = store {
+            bus.add_service(Box::new(store));
+        }
         if let Some(listen) = config.metrics.listen {
             bus.add_service(Box::new(metrics_http::MetricsService { listen }));
         }

@@ -201,6 +201,7 @@ mod tests {
             logging: LoggingConfig::default(),
             bus: Default::default(),
             metrics: Default::default(),
+            store: None,
             document: Value::Null,
             apps: pairs(apps),
             backbones: pairs(backbones),

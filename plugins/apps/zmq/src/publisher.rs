@@ -13,8 +13,10 @@
 //! subscriber). Other apps go on at full speed.
 //!
 //! The socket is an XPUB: it reports the prefixes the apps' SUB sockets subscribe to (each
-//! distinct prefix once, and its end when the last SUB socket holding it goes). A subscription
-//! whose p2p topic no SUB socket has listened to for [`PAUSE_AFTER`] is paused at the router
+//! distinct prefix once, and its end when the last SUB socket holding it goes). Nothing is
+//! taken from the queue of a subscription no SUB socket listens to (ZeroMQ would drop it): a
+//! snapshot answer that is ready before the app's SUB socket has connected waits for it. A
+//! subscription whose p2p topic no SUB socket has listened to for [`PAUSE_AFTER`] is paused at the router
 //! (nothing is queued for it: ZeroMQ would drop its frames anyway), resumed when a listener
 //! appears, and handed to the manage thread for removal once it has had no listener for
 //! `listener_timeout`.
@@ -323,6 +325,14 @@ impl Outlets {
                         continue;
                     }
                 }
+            }
+            if active.listeners == 0 {
+                // No SUB socket listens (yet): ZeroMQ would drop the frames. They wait in the
+                // bus queue instead, for the app's SUB socket, which connects right after the
+                // subscribe reply (a snapshot answer may be ready before it), or until the
+                // subscription is paused. The listener check wakes this task.
+                index += 1;
+                continue;
             }
             match active
                 .outlet

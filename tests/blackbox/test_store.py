@@ -1,0 +1,164 @@
+"""The intel store (issue 17): what the bus routes is kept, versioned as STIX 2.1 says, and
+answers snapshots; it survives SIGTERM and kill -9; a store that cannot be used stops the start
+and is left as it was."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import signal
+import sqlite3
+import time
+
+import pytest
+
+import tbclient
+from conftest import default_config, free_ports, serves_metrics
+from tbclient import make_indicator, make_sighting
+
+pytestmark = pytest.mark.skipif(not serves_metrics(), reason="the store is not in the Python original")
+
+#: What the store promises: routed intel is on disk within this long.
+DURABLE_WITHIN = 1.0
+
+
+def stamp(delta: dt.timedelta = dt.timedelta()) -> str:
+    moment = dt.datetime.now(dt.timezone.utc) + delta
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def store_bus(bus_factory, path, ports=None, wait=True, **store):
+    manage, pub, sub = ports or free_ports(3)
+    config = default_config(manage, pub, sub)
+    config["store"] = {"path": str(path), **store}
+    return bus_factory(config=config, ports=(manage, pub, sub), wait=wait)
+
+
+def payloads(raw_frames) -> dict[tuple[str, str], bytes]:
+    """The JSON bytes of frames, by STIX id and modified."""
+    out = {}
+    for raw in raw_frames:
+        payload = raw.split(b" ", 1)[1]
+        obj = json.loads(payload)
+        out[(obj["id"], obj["modified"])] = payload
+    return out
+
+
+def snapshot(bus, topic: str, days: int, publisher, expected: int) -> list[tuple[str, dict]]:
+    """What a new subscriber with a snapshot of `days` gets before a live fence."""
+    subscriber = bus.subscriber(topic, snapshot=days)
+    got = subscriber.recv_n(expected, timeout=20) if expected else []
+    assert tbclient.fence(publisher, subscriber, kind="sighting" if "sighting" in topic else "indicator") == []
+    return got, subscriber
+
+
+def test_a_snapshot_from_the_store_is_the_current_live_intel_byte_for_byte(bus_factory, tmp_path):
+    bus = store_bus(bus_factory, tmp_path / "store")
+    live = bus.subscriber("stix2")
+    publisher = bus.publisher()
+    bus.sync(publisher, live)
+
+    a2 = make_indicator("10.0.0.1", modified=stamp(-dt.timedelta(hours=2)), name="second")
+    a1 = dict(a2, modified=stamp(-dt.timedelta(hours=3)), name="first")  # arrives late
+    b = make_indicator("10.0.0.2", modified=stamp(-dt.timedelta(hours=5)))
+    b_removed = dict(b, modified=stamp(-dt.timedelta(hours=4)), x_threatbus_update="REMOVE")
+    c = make_indicator("10.0.0.3", revoked=True)
+    d = make_indicator("10.0.0.4", valid_until=stamp(-dt.timedelta(minutes=1)))
+    e = make_indicator("10.0.0.5", created=stamp(-dt.timedelta(days=40)), modified=stamp(-dt.timedelta(days=40)))
+    f = make_indicator("10.0.0.6", valid_until=stamp(dt.timedelta(days=1)))
+    s1 = make_sighting(a2["id"])
+    s2 = make_sighting(a2["id"], created=stamp(-dt.timedelta(days=40)), modified=stamp(-dt.timedelta(days=40)))
+    indicators = [a2, a1, b, b_removed, c, d, e, f]
+    for obj in indicators:
+        publisher.send("stix2/indicator", obj)
+    for obj in (s1, s2):
+        publisher.send("stix2/sighting", obj)
+    live.recv_n(len(indicators) + 2)
+    published = payloads(live.raw_log)
+    time.sleep(DURABLE_WITHIN)
+
+    got, subscriber = snapshot(bus, "stix2/indicator", 30, publisher, expected=2)
+    assert sorted(obj["id"] for _, obj in got) == sorted([a2["id"], f["id"]])
+    assert {obj["id"]: obj.get("name") for _, obj in got}[a2["id"]] == "second"
+    # Byte for byte what the bus published (the bus's own sync probes, stored like any
+    # indicator, are left out).
+    answered = {key: payload for key, payload in payloads(subscriber.raw_log).items()
+                if key[0] in (a2["id"], f["id"])}
+    assert set(answered) == {(a2["id"], a2["modified"]), (f["id"], f["modified"])}
+    for key, payload in answered.items():
+        assert payload == published[key], key
+
+    got, _ = snapshot(bus, "stix2/sighting", 30, publisher, expected=1)
+    assert [obj["id"] for _, obj in got] == [s1["id"]]
+    assert "store answered a snapshot" in bus.log()
+
+
+def test_the_store_survives_sigterm_and_kill_9(bus_factory, tmp_path):
+    path = tmp_path / "store"
+    ports = free_ports(3)
+    bus = store_bus(bus_factory, path, ports=ports)
+    publisher = bus.publisher()
+    first = [make_indicator(f"10.1.0.{n}") for n in range(20)]
+    for obj in first:
+        publisher.send("stix2/indicator", obj)
+    probe = bus.subscriber("stix2/indicator")
+    tbclient.fence(publisher, probe)
+    publisher.close()
+    bus.signal(signal.SIGTERM)
+    assert bus.wait_exit(15) == 0, bus.log_tail()
+
+    bus = store_bus(bus_factory, path, ports=ports)
+    publisher = bus.publisher()
+    got, _ = snapshot(bus, "stix2/indicator", 1, publisher, expected=20)
+    assert {obj["id"] for _, obj in got} == {obj["id"] for obj in first}
+
+    second = [make_indicator(f"10.2.0.{n}") for n in range(20)]
+    for obj in second:
+        publisher.send("stix2/indicator", obj)
+    probe = bus.subscriber("stix2/indicator")
+    tbclient.fence(publisher, probe)
+    time.sleep(DURABLE_WITHIN + 0.5)
+    bus.proc.kill()
+    bus.proc.wait(10)
+
+    bus = store_bus(bus_factory, path, ports=ports)
+    publisher = bus.publisher()
+    subscriber = bus.subscriber("stix2/indicator", snapshot=1)
+    ids = set()
+    deadline = time.monotonic() + 20
+    wanted = {obj["id"] for obj in first + second}
+    while not wanted <= ids and time.monotonic() < deadline:
+        _, obj = subscriber.recv(timeout=max(deadline - time.monotonic(), 0.1))
+        ids.add(obj["id"])
+    assert wanted <= ids, f"missing after kill -9: {len(wanted - ids)}"
+
+
+def test_a_store_that_cannot_be_used_stops_the_start_and_is_left_alone(bus_factory, tmp_path):
+    def refused(path, *expected):
+        bus = store_bus(bus_factory, path, wait=False)
+        assert bus.wait_exit(15) == 1, bus.log_tail()
+        log = bus.log()
+        assert str(path) in log, log
+        for text in expected:
+            assert text in log, log
+
+    garbage = tmp_path / "garbage"
+    garbage.write_bytes(b"this is not a database\n" * 300)
+    before = garbage.read_bytes()
+    refused(garbage, "not a Threat Bus store")
+    assert garbage.read_bytes() == before
+
+    newer = tmp_path / "newer"
+    with sqlite3.connect(newer) as db:
+        db.execute("PRAGMA application_id = 1413641076")  # "TBst"
+        db.execute("PRAGMA user_version = 99")
+    before = newer.read_bytes()
+    refused(newer, "schema version 99", "newer Threat Bus")
+    assert newer.read_bytes() == before
+
+    held = tmp_path / "held"
+    first = store_bus(bus_factory, held)
+    refused(held, "locked by another process")
+    assert first.alive()
+
+    refused(tmp_path / "no" / "such" / "dir" / "store", "cannot create the lock file")
