@@ -455,8 +455,8 @@ def documented_metrics() -> list[str]:
     return names
 
 
-def test_every_documented_metric_is_served_and_the_text_is_valid(bus_factory, vhost):  # noqa: F811
-    """With every plugin that has metrics of its own (RabbitMQ backbone, ZeroMQ and Zeek apps),
+def test_every_documented_metric_is_served_and_the_text_is_valid(bus_factory, vhost, tmp_path):  # noqa: F811
+    """With every part that has metrics of its own (RabbitMQ backbone, ZeroMQ and Zeek apps, store),
     /metrics names every metric docs/metrics.md lists, with its HELP and TYPE lines, and the
     reference parser reads the whole text."""
     from prometheus_client.parser import text_string_to_metric_families
@@ -465,6 +465,7 @@ def test_every_documented_metric_is_served_and_the_text_is_valid(bus_factory, vh
     config = default_config(manage, pub, sub)
     config["plugins"]["backbones"] = {"rabbitmq": backbone(vhost, "documented")}
     config["plugins"]["apps"]["zeek"] = {"host": HOST, "port": zeek}
+    config["store"] = {"path": str(tmp_path / "store")}
     config["metrics"] = {"listen": port}
     bus = bus_factory(config=config, ports=(manage, pub, sub), wait_ports=[manage, pub, sub, zeek, port])
     wait_until(lambda: http_get(port, "/ready")[0] == 200, what="/ready with RabbitMQ and Zeek up")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import signal
 import sqlite3
 import time
@@ -27,11 +28,11 @@ def stamp(delta: dt.timedelta = dt.timedelta()) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
-def store_bus(bus_factory, path, ports=None, wait=True, **store):
+def store_bus(bus_factory, path, ports=None, wait=True, metrics=False, **store):
     manage, pub, sub = ports or free_ports(3)
     config = default_config(manage, pub, sub)
     config["store"] = {"path": str(path), **store}
-    return bus_factory(config=config, ports=(manage, pub, sub), wait=wait)
+    return bus_factory(config=config, ports=(manage, pub, sub), wait=wait, metrics=metrics)
 
 
 def payloads(raw_frames) -> dict[tuple[str, str], bytes]:
@@ -53,7 +54,7 @@ def snapshot(bus, topic: str, days: int, publisher, expected: int) -> list[tuple
 
 
 def test_a_snapshot_from_the_store_is_the_current_live_intel_byte_for_byte(bus_factory, tmp_path):
-    bus = store_bus(bus_factory, tmp_path / "store")
+    bus = store_bus(bus_factory, tmp_path / "store", metrics=True)
     live = bus.subscriber("stix2")
     publisher = bus.publisher()
     bus.sync(publisher, live)
@@ -91,6 +92,13 @@ def test_a_snapshot_from_the_store_is_the_current_live_intel_byte_for_byte(bus_f
     got, _ = snapshot(bus, "stix2/sighting", 30, publisher, expected=1)
     assert [obj["id"] for _, obj in got] == [s1["id"]]
     assert "store answered a snapshot" in bus.log()
+    metrics = bus.metrics()
+    assert metrics.value("threatbus_store_writes_total", outcome="history") == 1  # a1, late
+    assert metrics.value("threatbus_store_writes_total", outcome="repeated") == 0
+    # The store's own count matches its log line (the bus's sync probes are stored too).
+    logged = re.search(r'store answered a snapshot .*kind="sighting" .*objects=(\d+)', bus.log())
+    assert logged, bus.log_tail()
+    assert metrics.value("threatbus_store_snapshot_objects_total", kind="sighting") == int(logged[1]) >= 1
 
 
 def test_the_store_survives_sigterm_and_kill_9(bus_factory, tmp_path):

@@ -13,6 +13,7 @@ use threatbus_core::config::WhenFull;
 use threatbus_core::message::{Body, Message, MessageType, SnapshotEnvelope, SnapshotRequest};
 use threatbus_core::{App, BoxFuture, BusHandle, PluginError, Shutdown, SubscriberOptions};
 
+use crate::metrics::StoreMeters;
 use crate::record::{Kind, Record};
 use crate::sqlite::SqliteStore;
 use crate::{StoreConfig, StoreError};
@@ -22,6 +23,12 @@ pub const FLUSH_INTERVAL: Duration = Duration::from_millis(200);
 
 /// Most records committed in one transaction.
 const BATCH: usize = 4096;
+
+/// How often the object counts (`threatbus_store_objects`) are brought up to date.
+const STATS_EVERY: Duration = Duration::from_secs(10);
+
+/// How often versions older than the retention are pruned (and once at start).
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 /// How long a snapshot answer waits for a requester that reads nothing before it gives up.
 const STALLED_REQUESTER: Duration = Duration::from_secs(30);
@@ -104,10 +111,13 @@ async fn serve(
     .map_err(|err| PluginError::new("store", err))?;
     tracing::info!(path = %path.display(), retention_days = config.retention, answer_snapshots = config.answer_snapshots, "store open");
 
+    let meters = StoreMeters::new(bus.metrics());
     let (jobs, queue) = std_mpsc::channel();
+    let writer_meters = meters.clone();
+    let retention = Duration::from_secs(config.retention.saturating_mul(86_400));
     let writer = std::thread::Builder::new()
         .name("store-writer".into())
-        .spawn(move || write_loop(store, queue))
+        .spawn(move || write_loop(store, queue, writer_meters, retention))
         .map_err(|err| PluginError::new("store: cannot start the writer thread", err))?;
 
     let mut batch = Vec::with_capacity(256);
@@ -125,7 +135,8 @@ async fn serve(
         for message in batch.drain(..) {
             match message.body() {
                 Body::SnapshotRequest(request) => {
-                    tokio::spawn(answer(bus.clone(), path.clone(), request.clone()));
+                    let meters = meters.clone();
+                    tokio::spawn(answer(bus.clone(), path.clone(), request.clone(), meters));
                 }
                 _ => {
                     if let Some(record) = Record::from_message(&message)
@@ -153,23 +164,35 @@ async fn serve(
 
 /// Owns the write connection: commits what arrives at least every [`FLUSH_INTERVAL`], and at
 /// once when a batch is full or a flush is asked for.
-fn write_loop(mut store: SqliteStore, jobs: std_mpsc::Receiver<Job>) {
+fn write_loop(
+    mut store: SqliteStore,
+    jobs: std_mpsc::Receiver<Job>,
+    meters: StoreMeters,
+    retention: Duration,
+) {
     let mut pending: Vec<Record> = Vec::with_capacity(BATCH);
     let mut oldest: Option<Instant> = None;
+    let mut next_prune = Instant::now();
+    let mut next_stats = Instant::now();
     let commit = |store: &mut SqliteStore, pending: &mut Vec<Record>| {
         if pending.is_empty() {
             return;
         }
         let started = Instant::now();
-        match store.write(pending) {
-            Ok(counts) => tracing::debug!(
-                records = pending.len(),
-                current = counts.current,
-                history = counts.history,
-                repeated = counts.repeated,
-                micros = started.elapsed().as_micros() as u64,
-                "store: batch committed"
-            ),
+        let written = store.write(pending);
+        meters.commit.observe(started.elapsed());
+        match written {
+            Ok(counts) => {
+                meters.wrote(counts);
+                tracing::debug!(
+                    records = pending.len(),
+                    current = counts.current,
+                    history = counts.history,
+                    repeated = counts.repeated,
+                    micros = started.elapsed().as_micros() as u64,
+                    "store: batch committed"
+                )
+            }
             Err(err) => {
                 tracing::error!(error = %err, records = pending.len(), "store: write failed; these records are lost")
             }
@@ -177,7 +200,18 @@ fn write_loop(mut store: SqliteStore, jobs: std_mpsc::Receiver<Job>) {
         pending.clear();
     };
     loop {
-        let wait = oldest.map_or(Duration::from_secs(3600), |at| {
+        if Instant::now() >= next_prune {
+            prune(&mut store, retention, &meters);
+            next_prune = Instant::now() + PRUNE_EVERY;
+        }
+        if Instant::now() >= next_stats {
+            match store.stats(now_nanos()) {
+                Ok(stats) => meters.holds(&stats),
+                Err(err) => tracing::warn!(error = %err, "store: cannot count its objects"),
+            }
+            next_stats = Instant::now() + STATS_EVERY;
+        }
+        let wait = oldest.map_or(STATS_EVERY, |at| {
             FLUSH_INTERVAL.saturating_sub(at.elapsed())
         });
         match jobs.recv_timeout(wait) {
@@ -206,6 +240,25 @@ fn write_loop(mut store: SqliteStore, jobs: std_mpsc::Receiver<Job>) {
     }
 }
 
+/// Removes what is older than the retention; logs what went.
+fn prune(store: &mut SqliteStore, retention: Duration, meters: &StoreMeters) {
+    let retention = i64::try_from(retention.as_nanos()).unwrap_or(i64::MAX);
+    let before = now_nanos().saturating_sub(retention);
+    let started = Instant::now();
+    match store.prune(before) {
+        Ok(0) => {}
+        Ok(pruned) => {
+            meters.pruned.add(pruned);
+            tracing::info!(
+                versions = pruned,
+                ms = started.elapsed().as_millis() as u64,
+                "store: pruned versions older than store.retention"
+            );
+        }
+        Err(err) => tracing::warn!(error = %err, "store: pruning failed"),
+    }
+}
+
 /// Nanoseconds since the epoch, now.
 fn now_nanos() -> i64 {
     i64::try_from(jiff::Timestamp::now().as_nanosecond()).unwrap_or(i64::MAX)
@@ -213,7 +266,7 @@ fn now_nanos() -> i64 {
 
 /// Answers one snapshot request from a reader of its own, streaming envelopes to the
 /// requester's queue only as fast as the requester makes room.
-async fn answer(bus: BusHandle, path: PathBuf, request: SnapshotRequest) {
+async fn answer(bus: BusHandle, path: PathBuf, request: SnapshotRequest, meters: StoreMeters) {
     if request.snapshot <= SignedDuration::ZERO {
         return;
     }
@@ -224,6 +277,10 @@ async fn answer(bus: BusHandle, path: PathBuf, request: SnapshotRequest) {
     let started = Instant::now();
     let snapshot_id = request.snapshot_id.clone();
     let seconds = request.snapshot.as_secs();
+    let sent_counter = match kind {
+        Kind::Indicator => meters.snapshot_indicators.clone(),
+        Kind::Sighting => meters.snapshot_sightings.clone(),
+    };
     let handle = tokio::runtime::Handle::current();
     let result = tokio::task::spawn_blocking(move || {
         let reader = SqliteStore::open_reader(&path)?;
@@ -262,6 +319,7 @@ async fn answer(bus: BusHandle, path: PathBuf, request: SnapshotRequest) {
             }
             room -= 1;
             sent += 1;
+            sent_counter.inc();
             true
         })?;
         Ok::<_, StoreError>((sent, outcome))
