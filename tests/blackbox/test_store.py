@@ -9,12 +9,13 @@ import json
 import re
 import signal
 import sqlite3
+import subprocess
 import time
 
 import pytest
 
 import tbclient
-from conftest import default_config, free_ports, serves_metrics
+from conftest import base_command, default_config, free_ports, serves_metrics
 from tbclient import make_indicator, make_sighting
 
 pytestmark = pytest.mark.skipif(not serves_metrics(), reason="the store is not in the Python original")
@@ -170,3 +171,68 @@ def test_a_store_that_cannot_be_used_stops_the_start_and_is_left_alone(bus_facto
     assert first.alive()
 
     refused(tmp_path / "no" / "such" / "dir" / "store", "cannot create the lock file")
+
+
+def run_store(bus_or_config_path, *args, stdin: bytes | None = None) -> subprocess.CompletedProcess:
+    config_path = bus_or_config_path.config_path if hasattr(bus_or_config_path, "config_path") else bus_or_config_path
+    return subprocess.run(base_command() + ["-c", str(config_path), "store", *args], input=stdin,
+                          capture_output=True, timeout=60)
+
+
+def test_store_commands_round_trip_and_say_when_the_bus_holds_the_store(bus_factory, tmp_path):
+    bus = store_bus(bus_factory, tmp_path / "store", retention=30)
+    publisher = bus.publisher()
+    a2 = make_indicator("10.3.0.1", modified=stamp(-dt.timedelta(hours=1)))
+    a1 = dict(a2, modified=stamp(-dt.timedelta(hours=2)))
+    removed = make_indicator("10.3.0.2", x_threatbus_update="REMOVE")
+    old = make_indicator("10.3.0.3", created=stamp(-dt.timedelta(days=60)), modified=stamp(-dt.timedelta(days=60)))
+    objects = [a2, a1, removed, old] + [make_indicator(f"10.3.1.{n}") for n in range(50)]
+    for obj in objects:
+        publisher.send("stix2/indicator", obj)
+    publisher.send("stix2/sighting", make_sighting(a2["id"]))
+    probe = bus.subscriber("stix2")
+    tbclient.fence(publisher, probe)
+    time.sleep(DURABLE_WITHIN)
+
+    # Reading while the bus runs works; writing is refused with what to do.
+    running = run_store(bus, "stats")
+    assert running.returncode == 0, running.stderr
+    refused = run_store(bus, "prune")
+    assert refused.returncode == 1
+    assert b"locked by another process" in refused.stderr and b"stop the bus first" in refused.stderr
+    publisher.close()
+    bus.signal(signal.SIGTERM)
+    assert bus.wait_exit(15) == 0
+
+    stats = json.loads(run_store(bus, "stats").stdout)
+    assert stats["indicators"]["withdrawn"] == 1
+    assert stats["versions"] == stats["objects"] + 1  # a1 is history
+    assert stats["bytes_on_disk"] > 0
+
+    everything = run_store(bus, "export", "--all-versions")
+    assert everything.returncode == 0, everything.stderr
+    lines = everything.stdout.splitlines()
+    assert len(lines) == stats["versions"]
+    assert {json.loads(line)["id"] for line in lines} >= {obj["id"] for obj in objects}
+    recent = run_store(bus, "export", "--since", "30")
+    assert old["id"].encode() not in recent.stdout and a2["id"].encode() in recent.stdout
+    bundle = json.loads(run_store(bus, "export", "--bundle").stdout)
+    assert bundle["type"] == "bundle" and len(bundle["objects"]) == stats["objects"]
+
+    # Into an empty store: the same stats (and a second import changes nothing).
+    other = tmp_path / "other.yaml"
+    other.write_text(json.dumps({"store": {"path": str(tmp_path / "copy")},
+                                 "plugins": {"backbones": {"inmem": {}}, "apps": {"zmq": {"host": "127.0.0.1", "manage": 1, "pub": 2, "sub": 3}}}}))
+    imported = run_store(other, "import", "-", stdin=everything.stdout + b"{\"type\": \"indicator\"}\n")
+    assert imported.returncode == 0, imported.stderr
+    assert b"skipped" in imported.stderr and b"1 skipped as invalid" in imported.stderr
+    copy = json.loads(run_store(other, "stats").stdout)
+    for key in ("indicators", "sightings", "objects", "versions", "oldest_modified", "newest_modified"):
+        assert copy[key] == stats[key], key
+    again = run_store(other, "import", "-", stdin=everything.stdout)
+    assert f"{len(lines)} already stored".encode() in again.stderr, again.stderr
+
+    # Retention 30 days: the 60-day-old indicator goes.
+    pruned = run_store(bus, "prune")
+    assert pruned.returncode == 0 and b"pruned 1 versions older than 30 days" in pruned.stderr, pruned.stderr
+    assert json.loads(run_store(bus, "stats").stdout)["objects"] == stats["objects"] - 1

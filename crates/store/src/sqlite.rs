@@ -316,6 +316,44 @@ impl SqliteStore {
         Ok(handed)
     }
 
+    /// Calls `each` with every stored object modified at or after `since` (nanoseconds since
+    /// the epoch), in the order they were added: the current versions only, or with
+    /// `all_versions` every version, until `each` returns `false`. Rows are read one at a time.
+    /// Returns how many were handed out.
+    pub fn export(
+        &self,
+        since: i64,
+        all_versions: bool,
+        mut each: impl FnMut(&[u8]) -> bool,
+    ) -> Result<u64, StoreError> {
+        let sql = if all_versions {
+            "SELECT json FROM versions WHERE modified >= ?1 ORDER BY position"
+        } else {
+            "SELECT v.json FROM current c JOIN versions v ON v.position = c.position
+             WHERE c.modified >= ?1 ORDER BY c.position"
+        };
+        let mut statement = self.connection.prepare(sql)?;
+        let mut rows = statement.query([since])?;
+        let mut exported = 0;
+        while let Some(row) = rows.next()? {
+            exported += 1;
+            if !each(row.get_ref(0)?.as_blob().map_err(rusqlite::Error::from)?) {
+                break;
+            }
+        }
+        Ok(exported)
+    }
+
+    /// The oldest and newest `modified` of the current versions, if any.
+    pub fn span(&self) -> Result<Option<(i64, i64)>, StoreError> {
+        let span: (Option<i64>, Option<i64>) = self.connection.query_row(
+            "SELECT min(modified), max(modified) FROM current",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )?;
+        Ok(span.0.zip(span.1))
+    }
+
     /// What the store holds.
     pub fn stats(&self, now: i64) -> Result<Stats, StoreError> {
         let c = &self.connection;

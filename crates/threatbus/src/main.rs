@@ -42,6 +42,7 @@ const AFTER_HELP: &str = "Examples:
   threatbus check -c config.yaml          validate, print the effective config (secrets masked)
   threatbus tail stix2/indicator          print what a running bus publishes on a topic
   threatbus publish indicators.json       publish STIX objects through a running bus
+  threatbus store stats                   what the intel store holds
 
 Documentation: README.md and docs/ (configuration.md, deploy.md, metrics.md, tools.md).";
 
@@ -59,6 +60,8 @@ enum Command {
     /// Subscribe to a topic of a running bus through its ZeroMQ app (optionally with a
     /// snapshot) and print every object that arrives, one JSON object per line.
     Tail(tools::TailArgs),
+    /// Work on the intel store the configuration names: stats, export, import, prune.
+    Store(tools::store::StoreArgs),
 }
 
 pub(crate) fn report_config_errors(errors: &[ConfigError]) {
@@ -86,6 +89,9 @@ fn main() -> ExitCode {
         Some(Command::Check) => return check::run(cli.config.as_deref(), env),
         Some(Command::Publish(args)) => return tools::publish(cli.config.as_deref(), env, &args),
         Some(Command::Tail(args)) => return tools::tail(cli.config.as_deref(), env, &args),
+        Some(Command::Store(args)) => {
+            return tools::store::run(cli.config.as_deref(), env, &args);
+        }
     }
     let (config, plugins) = match registry::load_and_build(cli.config.as_deref(), env) {
         Ok(loaded) => loaded,

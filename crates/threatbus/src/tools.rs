@@ -1,14 +1,15 @@
-//! The operator tools `threatbus publish` and `threatbus tail`: clients of a running bus's
-//! ZeroMQ app (see docs/tools.md).
+//! The operator tools `threatbus publish` and `threatbus tail`, clients of a running bus's
+//! ZeroMQ app, and `threatbus store`, which works on the intel store (see docs/tools.md and
+//! docs/store.md).
 //!
 //! Where the bus is: `--host`, `--manage` and `--sub`; without them the values of the
 //! `plugins.apps.zmq` section of the file given with `-c` (a wildcard bind address such as
 //! `0.0.0.0` becomes the loopback address), else 127.0.0.1, 13370 and 13372.
 
-#[cfg(feature = "zmq")]
 mod input;
 #[cfg(feature = "zmq")]
 mod publish;
+pub mod store;
 #[cfg(feature = "zmq")]
 mod tail;
 
