@@ -18,27 +18,43 @@ cargo fmt --all -- --check
 echo "==> cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-# The RabbitMQ backbone's integration tests need a server on 127.0.0.1:5672. Without one they
-# are skipped with a loud line, unless THREATBUS_REQUIRE_SERVICES=1 (CI) makes that a failure.
-rabbitmq_up() { (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null; }
-rust_filter=()
-if ! rabbitmq_up; then
+# Tests that need a service: the RabbitMQ backbone's (a server on 127.0.0.1:5672, guest/guest)
+# and the PostgreSQL store's (a server on 127.0.0.1:5432, user postgres without a password).
+# Without the server they are skipped with a loud line, unless THREATBUS_REQUIRE_SERVICES=1 (CI)
+# makes that a failure.
+port_up() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+skipped_binaries=()
+needs_service() { # name port rust-test-binary crate what how-to-start
+  if port_up "$2"; then return; fi
   if [ "${THREATBUS_REQUIRE_SERVICES:-}" = "1" ]; then
-    echo "==> RabbitMQ is not reachable on 127.0.0.1:5672 and THREATBUS_REQUIRE_SERVICES=1: failing" >&2
+    echo "==> $1 is not reachable on 127.0.0.1:$2 and THREATBUS_REQUIRE_SERVICES=1: failing" >&2
     exit 1
   fi
-  echo "!!! SKIPPING the RabbitMQ backbone's integration tests (Rust threatbus-rabbitmq::broker and"
-  echo "!!! pytest test_rabbitmq.py): no RabbitMQ on 127.0.0.1:5672. Start it (rabbitmq-server -detached)"
-  echo "!!! to run them; THREATBUS_REQUIRE_SERVICES=1 turns a missing server into a failure."
-  rust_filter=(-E 'not binary_id(threatbus-rabbitmq::broker)')
-fi
+  echo "!!! SKIPPING $5 (Rust $3 and the pytest tests that need it): no $1 on 127.0.0.1:$2."
+  echo "!!! Start it ($6) to run them; THREATBUS_REQUIRE_SERVICES=1 turns a missing server into a failure."
+  skipped_binaries+=("$3@$4")
+}
+needs_service RabbitMQ 5672 threatbus-rabbitmq::broker threatbus-rabbitmq \
+  "the RabbitMQ backbone's integration tests" "rabbitmq-server -detached"
+needs_service PostgreSQL 5432 threatbus-store::postgres threatbus-store \
+  "the PostgreSQL store's tests" "pg_ctlcluster <version> main start"
 
 echo "==> Rust tests"
 if cargo nextest --version >/dev/null 2>&1; then
+  rust_filter=()
+  if [ ${#skipped_binaries[@]} -gt 0 ]; then
+    expression=""
+    for entry in "${skipped_binaries[@]}"; do
+      expression="${expression:+$expression | }binary_id(${entry%%@*})"
+    done
+    rust_filter=(-E "not ($expression)")
+  fi
   cargo nextest run --workspace --locked --no-fail-fast "${rust_filter[@]}"
-elif [ ${#rust_filter[@]} -gt 0 ]; then
-  cargo test --workspace --locked --no-fail-fast --exclude threatbus-rabbitmq
-  cargo test --locked --no-fail-fast -p threatbus-rabbitmq --lib
+elif [ ${#skipped_binaries[@]} -gt 0 ]; then
+  excluded=()
+  for entry in "${skipped_binaries[@]}"; do excluded+=(--exclude "${entry#*@}"); done
+  cargo test --workspace --locked --no-fail-fast "${excluded[@]}"
+  for entry in "${skipped_binaries[@]}"; do cargo test --locked --no-fail-fast -p "${entry#*@}" --lib; done
 else
   cargo test --workspace --locked --no-fail-fast
 fi

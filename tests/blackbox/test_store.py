@@ -12,16 +12,53 @@ import sqlite3
 import subprocess
 import time
 
+import os
+import shutil
+import uuid
+
 import pytest
 
 import tbclient
-from conftest import base_command, default_config, free_ports, serves_metrics
+from conftest import base_command, default_config, free_ports, port_accepts, serves_metrics
 from tbclient import make_indicator, make_sighting
+from test_rabbitmq import backbone, vhost  # noqa: F401
 
 pytestmark = pytest.mark.skipif(not serves_metrics(), reason="the store is not in the Python original")
 
 #: What the store promises: routed intel is on disk within this long.
 DURABLE_WITHIN = 1.0
+
+PG_PORT = 5432
+
+
+def psql(sql: str, database: str = "postgres") -> None:
+    done = subprocess.run(["psql", "-h", "127.0.0.1", "-p", str(PG_PORT), "-U", "postgres", "-d", database,
+                           "-v", "ON_ERROR_STOP=1", "-c", sql], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.fixture
+def pg_database():
+    """A scratch PostgreSQL database of this test's own (user postgres, trust auth), dropped
+    afterwards; its URL."""
+    if not port_accepts(PG_PORT) or not shutil.which("psql"):
+        why = (f"PostgreSQL is not reachable on 127.0.0.1:{PG_PORT} (or psql is missing): the "
+               "PostgreSQL store tests need it")
+        if os.environ.get("THREATBUS_REQUIRE_SERVICES") == "1":
+            pytest.fail(why, pytrace=False)
+        pytest.skip(why + "; set THREATBUS_REQUIRE_SERVICES=1 to make a missing server fail the run")
+    name = f"threatbus_blackbox_{uuid.uuid4().hex[:10]}"
+    psql(f"CREATE DATABASE {name}")
+    yield f"postgresql://postgres@127.0.0.1:{PG_PORT}/{name}"
+    psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture(params=["embedded", "postgresql"])
+def backend(request, tmp_path):
+    """The `store` section of each backend: a file, or a scratch PostgreSQL database."""
+    if request.param == "embedded":
+        return {"path": str(tmp_path / "store")}
+    return {"url": request.getfixturevalue("pg_database")}
 
 
 def stamp(delta: dt.timedelta = dt.timedelta()) -> str:
@@ -29,10 +66,12 @@ def stamp(delta: dt.timedelta = dt.timedelta()) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
-def store_bus(bus_factory, path, ports=None, wait=True, metrics=False, **store):
+def store_bus(bus_factory, where, ports=None, wait=True, metrics=False, **store):
+    """A bus with a store at `where`: a path, or a `store` section (see `backend`)."""
     manage, pub, sub = ports or free_ports(3)
     config = default_config(manage, pub, sub)
-    config["store"] = {"path": str(path), **store}
+    section = dict(where) if isinstance(where, dict) else {"path": str(where)}
+    config["store"] = {**section, **store}
     return bus_factory(config=config, ports=(manage, pub, sub), wait=wait, metrics=metrics)
 
 
@@ -54,8 +93,8 @@ def snapshot(bus, topic: str, days: int, publisher, expected: int) -> list[tuple
     return got, subscriber
 
 
-def test_a_snapshot_from_the_store_is_the_current_live_intel_byte_for_byte(bus_factory, tmp_path):
-    bus = store_bus(bus_factory, tmp_path / "store", metrics=True)
+def test_a_snapshot_from_the_store_is_the_current_live_intel_byte_for_byte(bus_factory, backend):
+    bus = store_bus(bus_factory, backend, metrics=True)
     live = bus.subscriber("stix2")
     publisher = bus.publisher()
     bus.sync(publisher, live)
@@ -102,8 +141,8 @@ def test_a_snapshot_from_the_store_is_the_current_live_intel_byte_for_byte(bus_f
     assert metrics.value("threatbus_store_snapshot_objects_total", kind="sighting") == int(logged[1]) >= 1
 
 
-def test_the_store_survives_sigterm_and_kill_9(bus_factory, tmp_path):
-    path = tmp_path / "store"
+def test_the_store_survives_sigterm_and_kill_9(bus_factory, backend):
+    path = backend
     ports = free_ports(3)
     bus = store_bus(bus_factory, path, ports=ports)
     publisher = bus.publisher()
@@ -236,3 +275,35 @@ def test_store_commands_round_trip_and_say_when_the_bus_holds_the_store(bus_fact
     pruned = run_store(bus, "prune")
     assert pruned.returncode == 0 and b"pruned 1 versions older than 30 days" in pruned.stderr, pruned.stderr
     assert json.loads(run_store(bus, "stats").stdout)["objects"] == stats["objects"] - 1
+
+
+def test_two_instances_sharing_a_postgresql_store_answer_a_snapshot_once(bus_factory, pg_database, vhost):  # noqa: F811
+    buses = []
+    for suffix in ("one", "two"):
+        manage, pub, sub = free_ports(3)
+        config = default_config(manage, pub, sub)
+        config["plugins"]["backbones"] = {"rabbitmq": backbone(vhost, f"shared-store-{suffix}")}
+        config["store"] = {"url": pg_database}
+        buses.append(bus_factory(config=config, ports=(manage, pub, sub)))
+    one, two = buses
+    publisher = one.publisher()
+    watcher = two.subscriber("stix2/indicator")
+    indicators = [make_indicator(f"10.4.0.{n}") for n in range(30)]
+    tbclient.fence(publisher, watcher)  # the backbone carries one's messages to two
+    for obj in indicators:
+        publisher.send("stix2/indicator", obj)
+    watcher.recv_n(len(indicators))
+    time.sleep(DURABLE_WITHIN)
+    # Both instances stored every message; the database holds each version once.
+    subscriber = two.subscriber("stix2/indicator", snapshot=1)
+    got = []
+    wanted = {obj["id"] for obj in indicators}
+    deadline = time.monotonic() + 20
+    while not wanted <= {obj["id"] for obj in got} and time.monotonic() < deadline:
+        got.append(subscriber.recv(timeout=max(deadline - time.monotonic(), 0.1))[1])
+    assert tbclient.fence(publisher, subscriber) == []
+    ids = [obj["id"] for obj in got]
+    assert wanted <= set(ids)
+    assert len(ids) == len(set(ids)), "an object arrived twice: both instances answered"
+    assert "store answered a snapshot" in two.log()
+    assert "store answered a snapshot" not in one.log()

@@ -89,13 +89,20 @@ impl StoreConfig {
                 return Err(ConfigError::new(format!("{KEY}.path"), "must not be empty"));
             }
             (None, Some(url)) => {
-                return Err(ConfigError::new(
-                    format!("{KEY}.url"),
-                    format!(
-                        "the PostgreSQL store is not available in this build yet, got {:?}; use `path`",
-                        threatbus_core::throttle::bounded(url)
-                    ),
-                ));
+                let scheme_ok = url.starts_with("postgresql://") || url.starts_with("postgres://");
+                let parsed = <::postgres::Config as std::str::FromStr>::from_str(url);
+                if let (true, Err(err)) = (scheme_ok, &parsed) {
+                    return Err(ConfigError::new(
+                        format!("{KEY}.url"),
+                        format!("not a usable PostgreSQL URL: {err}"),
+                    ));
+                }
+                if !scheme_ok {
+                    return Err(ConfigError::new(
+                        format!("{KEY}.url"),
+                        "expected a PostgreSQL URL (postgresql://user:password@host:5432/database)",
+                    ));
+                }
             }
             (None, None) => config.path = Some(PathBuf::from(DEFAULT_PATH)),
             (Some(_), None) => {}
@@ -103,11 +110,16 @@ impl StoreConfig {
         Ok(Some(config))
     }
 
-    /// The embedded store's file.
-    pub fn file(&self) -> PathBuf {
-        self.path
-            .clone()
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_PATH))
+    /// Where the store is: the PostgreSQL URL if there is one, else the file.
+    pub fn location(&self) -> crate::Location {
+        match &self.url {
+            Some(url) => crate::Location::Postgres(url.clone()),
+            None => crate::Location::File(
+                self.path
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from(DEFAULT_PATH)),
+            ),
+        }
     }
 }
 
@@ -124,7 +136,10 @@ mod tests {
     fn absent_is_no_store_and_empty_is_the_default_file() {
         assert!(StoreConfig::from_section(None).unwrap().is_none());
         let config = read(Value::Null).unwrap().unwrap();
-        assert_eq!(config.file(), PathBuf::from(DEFAULT_PATH));
+        assert_eq!(
+            config.location(),
+            crate::Location::File(PathBuf::from(DEFAULT_PATH))
+        );
         assert_eq!(config.retention, 90);
         assert!(config.answer_snapshots);
     }
@@ -136,7 +151,17 @@ mod tests {
         )
         .unwrap()
         .unwrap();
-        assert_eq!(config.file(), PathBuf::from("/var/lib/tb/store"));
+        assert_eq!(
+            config.location(),
+            crate::Location::File(PathBuf::from("/var/lib/tb/store"))
+        );
+        let pg = read(json!({"url": "postgresql://tb:secret@db.example.org:5433/intel"}))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            pg.location().describe(),
+            "postgresql://db.example.org:5433/intel"
+        );
         assert_eq!(config.retention, 30);
         assert!(!config.answer_snapshots);
         for (section, message) in [
@@ -149,6 +174,10 @@ mod tests {
                 "store.retention: expected a whole number from 1 to 36500, got \"ninety\"",
             ),
             (json!({"path": ""}), "store.path: must not be empty"),
+            (
+                json!({"url": "mysql://x/y"}),
+                "store.url: expected a PostgreSQL URL (postgresql://user:password@host:5432/database)",
+            ),
             (
                 json!({"path": "a", "url": "postgresql://x/y"}),
                 "store: give either `path` (embedded store) or `url` (PostgreSQL), not both",

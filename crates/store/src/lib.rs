@@ -4,23 +4,25 @@
 //!
 //! * [`config`]: the `store` section;
 //! * [`record`]: what is kept of a message;
-//! * [`sqlite`]: the embedded engine;
+//! * [`engine`]: what every engine does, and where a store is;
+//! * [`sqlite`]: the embedded engine; [`postgres`]: the shared one;
 //! * [`service`]: the bus service that writes what the router routes and answers the snapshot
 //!   requests of this instance's subscribers.
 
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod engine;
 pub mod metrics;
+pub mod postgres;
 pub mod record;
 pub mod service;
 pub mod sqlite;
 
-use std::path::PathBuf;
-
 use thiserror::Error;
 
 pub use config::StoreConfig;
+pub use engine::{Engine, Location};
 pub use record::{Kind, Record};
 pub use service::StoreService;
 pub use sqlite::{SqliteStore, Stats};
@@ -28,12 +30,16 @@ pub use sqlite::{SqliteStore, Stats};
 /// What went wrong with the store.
 #[derive(Debug, Error)]
 pub enum StoreError {
-    /// The store cannot be opened; it is left as it is.
-    #[error("store {}: {cause}", path.display())]
-    Open { path: PathBuf, cause: String },
-    /// A read or write failed.
+    /// The store cannot be opened; it is left as it is. `location` is the file, or the
+    /// PostgreSQL server and database (never the password).
+    #[error("store {location}: {cause}")]
+    Open { location: String, cause: String },
+    /// A read or write of the embedded store failed.
     #[error("store: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// A read or write of the PostgreSQL store failed.
+    #[error("store (PostgreSQL): {0}")]
+    Postgres(#[from] ::postgres::Error),
 }
 
 /// What one batch write did.

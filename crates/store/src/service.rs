@@ -4,7 +4,6 @@
 //! [`FLUSH_INTERVAL`]), and snapshot answers for this instance's subscribers, streamed from the
 //! file at the pace the requester reads.
 
-use std::path::PathBuf;
 use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, Instant};
 
@@ -13,9 +12,9 @@ use threatbus_core::config::WhenFull;
 use threatbus_core::message::{Body, Message, MessageType, SnapshotEnvelope, SnapshotRequest};
 use threatbus_core::{App, BoxFuture, BusHandle, PluginError, Shutdown, SubscriberOptions};
 
+use crate::engine::{Engine, Location};
 use crate::metrics::StoreMeters;
 use crate::record::{Kind, Record};
-use crate::sqlite::SqliteStore;
 use crate::{StoreConfig, StoreError};
 
 /// Longest time a routed message waits before it is committed.
@@ -43,13 +42,14 @@ enum Job {
 /// The store, opened, ready to run as a bus service.
 pub struct StoreService {
     config: StoreConfig,
-    store: SqliteStore,
+    location: Location,
+    store: Box<dyn Engine>,
 }
 
 impl std::fmt::Debug for StoreService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StoreService")
-            .field("path", &self.store.path())
+            .field("location", &self.location)
             .finish_non_exhaustive()
     }
 }
@@ -58,13 +58,18 @@ impl StoreService {
     /// Opens (or creates) the store; every reason it cannot be used is an error here, before
     /// the bus binds anything.
     pub fn open(config: StoreConfig) -> Result<Self, StoreError> {
-        let store = SqliteStore::open(&config.file())?;
-        Ok(Self { config, store })
+        let location = config.location();
+        let store = location.open_writer()?;
+        Ok(Self {
+            config,
+            location,
+            store,
+        })
     }
 
-    /// The file the store lives in.
-    pub fn path(&self) -> PathBuf {
-        self.store.path().to_owned()
+    /// Where the store is.
+    pub fn location(&self) -> &Location {
+        &self.location
     }
 }
 
@@ -91,8 +96,22 @@ async fn serve(
     bus: BusHandle,
     shutdown: Shutdown,
 ) -> Result<(), PluginError> {
-    let StoreService { config, store } = service;
-    let path = store.path().to_owned();
+    let StoreService {
+        config,
+        location,
+        store,
+    } = service;
+    // The writer thread takes the engine first: it must live and be dropped outside the
+    // runtime (a PostgreSQL client owns a runtime of its own).
+    let meters = StoreMeters::new(bus.metrics());
+    let (jobs, queue) = std_mpsc::channel();
+    let writer_meters = meters.clone();
+    let retention = Duration::from_secs(config.retention.saturating_mul(86_400));
+    let writer = std::thread::Builder::new()
+        .name("store-writer".into())
+        .spawn(move || write_loop(store, queue, writer_meters, retention))
+        .map_err(|err| PluginError::new("store: cannot start the writer thread", err))?;
+
     let mut receiver = bus
         .add_subscriber(SubscriberOptions {
             label: "store".into(),
@@ -109,16 +128,7 @@ async fn serve(
     )
     .await
     .map_err(|err| PluginError::new("store", err))?;
-    tracing::info!(path = %path.display(), retention_days = config.retention, answer_snapshots = config.answer_snapshots, "store open");
-
-    let meters = StoreMeters::new(bus.metrics());
-    let (jobs, queue) = std_mpsc::channel();
-    let writer_meters = meters.clone();
-    let retention = Duration::from_secs(config.retention.saturating_mul(86_400));
-    let writer = std::thread::Builder::new()
-        .name("store-writer".into())
-        .spawn(move || write_loop(store, queue, writer_meters, retention))
-        .map_err(|err| PluginError::new("store: cannot start the writer thread", err))?;
+    tracing::info!(store = %location.describe(), retention_days = config.retention, answer_snapshots = config.answer_snapshots, "store open");
 
     let mut batch = Vec::with_capacity(256);
     loop {
@@ -136,7 +146,12 @@ async fn serve(
             match message.body() {
                 Body::SnapshotRequest(request) => {
                     let meters = meters.clone();
-                    tokio::spawn(answer(bus.clone(), path.clone(), request.clone(), meters));
+                    tokio::spawn(answer(
+                        bus.clone(),
+                        location.clone(),
+                        request.clone(),
+                        meters,
+                    ));
                 }
                 _ => {
                     if let Some(record) = Record::from_message(&message)
@@ -165,7 +180,7 @@ async fn serve(
 /// Owns the write connection: commits what arrives at least every [`FLUSH_INTERVAL`], and at
 /// once when a batch is full or a flush is asked for.
 fn write_loop(
-    mut store: SqliteStore,
+    mut store: Box<dyn Engine>,
     jobs: std_mpsc::Receiver<Job>,
     meters: StoreMeters,
     retention: Duration,
@@ -174,7 +189,7 @@ fn write_loop(
     let mut oldest: Option<Instant> = None;
     let mut next_prune = Instant::now();
     let mut next_stats = Instant::now();
-    let commit = |store: &mut SqliteStore, pending: &mut Vec<Record>| {
+    let commit = |store: &mut Box<dyn Engine>, pending: &mut Vec<Record>| {
         if pending.is_empty() {
             return;
         }
@@ -241,7 +256,7 @@ fn write_loop(
 }
 
 /// Removes what is older than the retention; logs what went.
-fn prune(store: &mut SqliteStore, retention: Duration, meters: &StoreMeters) {
+fn prune(store: &mut Box<dyn Engine>, retention: Duration, meters: &StoreMeters) {
     let retention = i64::try_from(retention.as_nanos()).unwrap_or(i64::MAX);
     let before = now_nanos().saturating_sub(retention);
     let started = Instant::now();
@@ -266,7 +281,7 @@ fn now_nanos() -> i64 {
 
 /// Answers one snapshot request from a reader of its own, streaming envelopes to the
 /// requester's queue only as fast as the requester makes room.
-async fn answer(bus: BusHandle, path: PathBuf, request: SnapshotRequest, meters: StoreMeters) {
+async fn answer(bus: BusHandle, location: Location, request: SnapshotRequest, meters: StoreMeters) {
     if request.snapshot <= SignedDuration::ZERO {
         return;
     }
@@ -283,7 +298,7 @@ async fn answer(bus: BusHandle, path: PathBuf, request: SnapshotRequest, meters:
     };
     let handle = tokio::runtime::Handle::current();
     let result = tokio::task::spawn_blocking(move || {
-        let reader = SqliteStore::open_reader(&path)?;
+        let mut reader = location.open_reader()?;
         let now = now_nanos();
         let since = now.saturating_sub(
             i64::try_from(request.snapshot.as_nanos()).unwrap_or(i64::MAX),
@@ -291,7 +306,7 @@ async fn answer(bus: BusHandle, path: PathBuf, request: SnapshotRequest, meters:
         let mut room = 0usize;
         let mut sent = 0u64;
         let mut outcome = Answered::Complete;
-        reader.snapshot(kind, since, now, |json| {
+        reader.snapshot(kind, since, now, &mut |json| {
             let body = match Message::from_stix_json(json) {
                 Ok(body) => body,
                 Err(err) => {

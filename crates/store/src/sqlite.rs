@@ -49,7 +49,7 @@ fn lock(path: &Path) -> Result<File, StoreError> {
     name.push(".lock");
     let lock_path = PathBuf::from(name);
     let open_error = |cause: String| StoreError::Open {
-        path: path.to_owned(),
+        location: path.display().to_string(),
         cause,
     };
     let file = OpenOptions::new()
@@ -92,7 +92,7 @@ fn open_error(path: &Path, err: rusqlite::Error) -> StoreError {
         _ => err.to_string(),
     };
     StoreError::Open {
-        path: path.to_owned(),
+        location: path.display().to_string(),
         cause,
     }
 }
@@ -150,7 +150,7 @@ impl SqliteStore {
         let version: i64 = c.query_row("PRAGMA user_version", [], |row| row.get(0))?;
         if application_id != 0 && application_id != APPLICATION_ID {
             return Err(StoreError::Open {
-                path: self.path.clone(),
+                location: self.path.display().to_string(),
                 cause: format!(
                     "an SQLite database of another program (application id {application_id:#x}), not a Threat Bus store"
                 ),
@@ -158,7 +158,7 @@ impl SqliteStore {
         }
         if version > SCHEMA_VERSION {
             return Err(StoreError::Open {
-                path: self.path.clone(),
+                location: self.path.display().to_string(),
                 cause: format!(
                     "schema version {version} was written by a newer Threat Bus (this one reads up to {SCHEMA_VERSION})"
                 ),
@@ -168,7 +168,7 @@ impl SqliteStore {
             c.query_row("SELECT count(*) FROM sqlite_master", [], |row| row.get(0))?;
         if application_id == 0 && tables > 0 {
             return Err(StoreError::Open {
-                path: self.path.clone(),
+                location: self.path.display().to_string(),
                 cause: "an SQLite database with tables of its own, not a Threat Bus store"
                     .to_owned(),
             });

@@ -139,6 +139,13 @@ fn run(
     plugins: registry::Plugins,
     log_file: Option<logging::LogFile>,
 ) -> anyhow::Result<()> {
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), "Threat Bus starting");
+    // The store opens before anything binds (a store that cannot be used stops the start), and
+    // outside the runtime: the PostgreSQL client runs its own.
+    let store = config
+        .store
+        .map(threatbus_store::StoreService::open)
+        .transpose()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("threatbus")
@@ -146,12 +153,6 @@ fn run(
     runtime.block_on(async move {
         let shutdown = CancellationToken::new();
         watch_signals(shutdown.clone(), OnHangup::ReopenLog(log_file))?;
-        tracing::info!(version = env!("CARGO_PKG_VERSION"), "Threat Bus starting");
-        // The store opens before anything binds: a store that cannot be used stops the start.
-        let store = config
-            .store
-            .map(threatbus_store::StoreService::open)
-            .transpose()?;
         let mut bus = Bus::new(config.bus, plugins.backbone, plugins.apps);
         if let Some(store) = store {
             bus.add_service(Box::new(store));

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use threatbus_core::Message;
-use threatbus_store::{Record, SqliteStore, StoreConfig, StoreError, WriteCounts};
+use threatbus_store::{Location, Record, StoreConfig, StoreError, WriteCounts};
 
 use super::input;
 use crate::config;
@@ -77,12 +77,12 @@ pub fn run(
         Ok(store) => store,
         Err(code) => return code,
     };
-    let path = store.file();
+    let location = store.location();
     let result = match &args.command {
-        StoreCommand::Stats => stats(&path),
-        StoreCommand::Export(export) => self::export(&path, export),
-        StoreCommand::Import(import) => self::import(&path, import),
-        StoreCommand::Prune => prune(&path, store.retention),
+        StoreCommand::Stats => stats(&location),
+        StoreCommand::Export(export) => self::export(&location, export),
+        StoreCommand::Import(import) => self::import(&location, import),
+        StoreCommand::Prune => prune(&location, store.retention),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -133,31 +133,27 @@ fn format_nanos(nanos: i64) -> String {
         .map_or_else(|_| nanos.to_string(), |t| format!("{t:.3}"))
 }
 
-/// Bytes on disk: the file and its write-ahead log.
-fn size_on_disk(path: &Path) -> u64 {
-    let mut total = 0;
-    for suffix in ["", "-wal", "-shm"] {
-        let mut name = path.as_os_str().to_owned();
-        name.push(suffix);
-        total += std::fs::metadata(&name).map_or(0, |m| m.len());
-    }
-    total
-}
-
-fn stats(path: &Path) -> Result<(), String> {
-    if !path.exists() {
+/// A store to read: it must exist (a reader never creates one).
+fn reader(location: &Location) -> Result<Box<dyn threatbus_store::Engine>, String> {
+    if let Location::File(path) = location
+        && !path.exists()
+    {
         return Err(format!("{}: no store there yet", path.display()));
     }
-    let store = SqliteStore::open_reader(path).map_err(explain)?;
+    location.open_reader().map_err(explain)
+}
+
+fn stats(location: &Location) -> Result<(), String> {
+    let mut store = reader(location)?;
     let stats = store.stats(now_nanos()).map_err(explain)?;
     let span = store.span().map_err(explain)?;
     let objects = stats.indicators_active
         + stats.indicators_withdrawn
         + stats.indicators_expired
         + stats.sightings;
-    let bytes = size_on_disk(path);
+    let bytes = store.bytes_on_disk().map_err(explain)?;
     let document = serde_json::json!({
-        "path": path.display().to_string(),
+        "store": location.describe(),
         "indicators": {
             "active": stats.indicators_active,
             "withdrawn": stats.indicators_withdrawn,
@@ -178,11 +174,8 @@ fn stats(path: &Path) -> Result<(), String> {
     Ok(())
 }
 
-fn export(path: &Path, args: &ExportArgs) -> Result<(), String> {
-    if !path.exists() {
-        return Err(format!("{}: no store there yet", path.display()));
-    }
-    let store = SqliteStore::open_reader(path).map_err(explain)?;
+fn export(location: &Location, args: &ExportArgs) -> Result<(), String> {
+    let mut store = reader(location)?;
     let since = args.since.map_or(i64::MIN, |days| {
         now_nanos().saturating_sub(i64::from(days) * 86_400 * 1_000_000_000)
     });
@@ -197,7 +190,7 @@ fn export(path: &Path, args: &ExportArgs) -> Result<(), String> {
         }
     }
     let exported = store
-        .export(since, args.all_versions, |json| {
+        .export(since, args.all_versions, &mut |json| {
             let written = if args.bundle {
                 let separator: &[u8] = if first { b"" } else { b"," };
                 out.write_all(separator).and_then(|()| out.write_all(json))
@@ -225,7 +218,7 @@ fn export(path: &Path, args: &ExportArgs) -> Result<(), String> {
     }
     eprintln!(
         "threatbus store: exported {exported} objects from {}",
-        path.display()
+        location.describe()
     );
     Ok(())
 }
@@ -236,7 +229,7 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(2);
 /// Records written per transaction.
 const IMPORT_BATCH: usize = 10_000;
 
-fn import(path: &Path, args: &ImportArgs) -> Result<(), String> {
+fn import(location: &Location, args: &ImportArgs) -> Result<(), String> {
     let mut text = String::new();
     let read = if args.file == "-" {
         std::io::stdin().read_to_string(&mut text)
@@ -248,7 +241,7 @@ fn import(path: &Path, args: &ImportArgs) -> Result<(), String> {
     for problem in &parsed.problems {
         eprintln!("threatbus store: {}: skipped: {problem}", args.file);
     }
-    let mut store = SqliteStore::open(path).map_err(explain)?;
+    let mut store = location.open_writer().map_err(explain)?;
     let total = parsed.objects.len();
     let started = Instant::now();
     let mut last_report = Instant::now();
@@ -272,7 +265,7 @@ fn import(path: &Path, args: &ImportArgs) -> Result<(), String> {
     }
     eprintln!(
         "threatbus store: imported {total} objects into {} in {:.1} s: {} current, {} older versions kept as history, {} already stored; {} skipped as invalid",
-        path.display(),
+        location.describe(),
         started.elapsed().as_secs_f64(),
         counts.current,
         counts.history,
@@ -282,8 +275,8 @@ fn import(path: &Path, args: &ImportArgs) -> Result<(), String> {
     Ok(())
 }
 
-fn prune(path: &Path, retention_days: u64) -> Result<(), String> {
-    let mut store = SqliteStore::open(path).map_err(explain)?;
+fn prune(location: &Location, retention_days: u64) -> Result<(), String> {
+    let mut store = location.open_writer().map_err(explain)?;
     let retention =
         i64::try_from(retention_days.saturating_mul(86_400 * 1_000_000_000)).unwrap_or(i64::MAX);
     let pruned = store
@@ -291,7 +284,7 @@ fn prune(path: &Path, retention_days: u64) -> Result<(), String> {
         .map_err(explain)?;
     eprintln!(
         "threatbus store: pruned {pruned} versions older than {retention_days} days from {}",
-        path.display()
+        location.describe()
     );
     Ok(())
 }

@@ -1,0 +1,121 @@
+//! What every store engine does, and where a store is.
+
+use std::path::PathBuf;
+
+use crate::postgres::PgStore;
+use crate::record::{Kind, Record};
+use crate::sqlite::{SqliteStore, Stats};
+use crate::{StoreError, WriteCounts};
+
+/// The operations the service and the commands need, whatever the engine.
+pub trait Engine: Send {
+    /// Stores `records` in one transaction.
+    fn write(&mut self, records: &[Record]) -> Result<WriteCounts, StoreError>;
+    /// Hands out the objects a snapshot of `kind` over `[since, …]` at `now` answers with, one
+    /// at a time, until `each` returns `false`; how many were handed out.
+    fn snapshot(
+        &mut self,
+        kind: Kind,
+        since: i64,
+        now: i64,
+        each: &mut dyn FnMut(&[u8]) -> bool,
+    ) -> Result<u64, StoreError>;
+    /// Hands out every stored object modified since `since` (current versions, or all).
+    fn export(
+        &mut self,
+        since: i64,
+        all_versions: bool,
+        each: &mut dyn FnMut(&[u8]) -> bool,
+    ) -> Result<u64, StoreError>;
+    /// What the store holds at `now`.
+    fn stats(&mut self, now: i64) -> Result<Stats, StoreError>;
+    /// The oldest and newest `modified` of the current versions.
+    fn span(&mut self) -> Result<Option<(i64, i64)>, StoreError>;
+    /// Removes versions modified before `before`; how many.
+    fn prune(&mut self, before: i64) -> Result<u64, StoreError>;
+    /// Bytes the store takes on disk (for a shared database: its tables and their indexes).
+    fn bytes_on_disk(&mut self) -> Result<u64, StoreError>;
+}
+
+/// Where a store is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// The embedded store's file.
+    File(PathBuf),
+    /// A PostgreSQL database (the URL as configured).
+    Postgres(String),
+}
+
+impl Location {
+    /// The store for writing: the one writer of an embedded store (`<path>.lock`), or one
+    /// more writer of a shared PostgreSQL store. Creates or migrates the schema.
+    pub fn open_writer(&self) -> Result<Box<dyn Engine>, StoreError> {
+        Ok(match self {
+            Self::File(path) => Box::new(SqliteStore::open(path)?),
+            Self::Postgres(url) => Box::new(PgStore::open(url)?),
+        })
+    }
+
+    /// The store for reading, beside its writer.
+    pub fn open_reader(&self) -> Result<Box<dyn Engine>, StoreError> {
+        Ok(match self {
+            Self::File(path) => Box::new(SqliteStore::open_reader(path)?),
+            Self::Postgres(url) => Box::new(PgStore::open_reader(url)?),
+        })
+    }
+
+    /// For log lines and errors: the file, or the server and database (no password).
+    pub fn describe(&self) -> String {
+        match self {
+            Self::File(path) => path.display().to_string(),
+            Self::Postgres(url) => crate::postgres::describe(url),
+        }
+    }
+}
+
+impl Engine for SqliteStore {
+    fn write(&mut self, records: &[Record]) -> Result<WriteCounts, StoreError> {
+        SqliteStore::write(self, records)
+    }
+
+    fn snapshot(
+        &mut self,
+        kind: Kind,
+        since: i64,
+        now: i64,
+        each: &mut dyn FnMut(&[u8]) -> bool,
+    ) -> Result<u64, StoreError> {
+        SqliteStore::snapshot(self, kind, since, now, each)
+    }
+
+    fn export(
+        &mut self,
+        since: i64,
+        all_versions: bool,
+        each: &mut dyn FnMut(&[u8]) -> bool,
+    ) -> Result<u64, StoreError> {
+        SqliteStore::export(self, since, all_versions, each)
+    }
+
+    fn stats(&mut self, now: i64) -> Result<Stats, StoreError> {
+        SqliteStore::stats(self, now)
+    }
+
+    fn span(&mut self) -> Result<Option<(i64, i64)>, StoreError> {
+        SqliteStore::span(self)
+    }
+
+    fn prune(&mut self, before: i64) -> Result<u64, StoreError> {
+        SqliteStore::prune(self, before)
+    }
+
+    fn bytes_on_disk(&mut self) -> Result<u64, StoreError> {
+        let mut total = 0;
+        for suffix in ["", "-wal", "-shm"] {
+            let mut name = self.path().as_os_str().to_owned();
+            name.push(suffix);
+            total += std::fs::metadata(&name).map_or(0, |m| m.len());
+        }
+        Ok(total)
+    }
+}

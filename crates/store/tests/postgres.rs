@@ -1,0 +1,196 @@
+//! The PostgreSQL engine against the server on 127.0.0.1:5432 (user `postgres`, trust auth):
+//! each test works in a database of its own, dropped at the end.
+
+use postgres::{Client, NoTls};
+use serde_json::json;
+use threatbus_core::Message;
+use threatbus_store::{Engine, Kind, Location, Record, StoreError};
+
+const ADMIN: &str = "postgresql://postgres@127.0.0.1:5432/postgres";
+
+/// A scratch database, dropped when this goes.
+struct Scratch {
+    name: String,
+}
+
+impl Scratch {
+    fn new(test: &str) -> Self {
+        let name = format!(
+            "threatbus_test_{test}_{}_{}",
+            std::process::id(),
+            jiff::Timestamp::now().as_nanosecond() % 1_000_000_000
+        );
+        let mut admin = Client::connect(ADMIN, NoTls).expect("PostgreSQL on 127.0.0.1:5432");
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .unwrap();
+        Self { name }
+    }
+
+    fn location(&self) -> Location {
+        Location::Postgres(format!(
+            "postgresql://postgres@127.0.0.1:5432/{}",
+            self.name
+        ))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if let Ok(mut admin) = Client::connect(ADMIN, NoTls) {
+            let _ = admin.batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ));
+        }
+    }
+}
+
+fn ns(text: &str) -> i64 {
+    i64::try_from(
+        threatbus_core::stix::Timestamp::parse(text)
+            .unwrap()
+            .as_nanosecond(),
+    )
+    .unwrap()
+}
+
+fn indicator(n: u32, modified: &str, extra: serde_json::Value) -> Record {
+    let mut object = json!({
+        "type": "indicator", "spec_version": "2.1",
+        "id": format!("indicator--00000000-0000-4000-8000-{n:012}"),
+        "created": "2030-01-01T00:00:00.000Z", "modified": modified,
+        "pattern": format!("[ipv4-addr:value = '10.0.0.{n}']"), "pattern_type": "stix",
+        "valid_from": "2030-01-01T00:00:00Z"
+    });
+    if let (Some(object), Some(extra)) = (object.as_object_mut(), extra.as_object()) {
+        object.extend(extra.clone());
+    }
+    Record::from_message(&Message::from_stix_json(object.to_string().as_bytes()).unwrap()).unwrap()
+}
+
+fn live(store: &mut dyn Engine) -> Vec<String> {
+    let mut ids = Vec::new();
+    store
+        .snapshot(
+            Kind::Indicator,
+            ns("2030-01-01T00:00:00.000Z"),
+            ns("2030-01-10T00:00:00.000Z"),
+            &mut |json| {
+                let value: serde_json::Value = serde_json::from_slice(json).unwrap();
+                ids.push(format!(
+                    "{}@{}",
+                    &value["id"].as_str().unwrap()[44..],
+                    value["modified"].as_str().unwrap()
+                ));
+                true
+            },
+        )
+        .unwrap();
+    ids
+}
+
+#[test]
+fn versions_withdrawals_and_shared_writers_as_in_the_embedded_store() {
+    let scratch = Scratch::new("versions");
+    let location = scratch.location();
+    let mut first = location.open_writer().unwrap();
+    // A second instance on the same database (as two bus instances on one backbone).
+    let mut second = location.open_writer().unwrap();
+    let v2 = indicator(1, "2030-01-05T00:00:00.000Z", json!({}));
+    let v1 = indicator(1, "2030-01-04T00:00:00.000Z", json!({}));
+    let counts = first.write(&[v2.clone(), v1.clone()]).unwrap();
+    assert_eq!((counts.current, counts.history, counts.repeated), (1, 1, 0));
+    // The other instance stores the same messages: nothing changes.
+    let counts = second.write(&[v2.clone(), v1]).unwrap();
+    assert_eq!((counts.current, counts.history, counts.repeated), (0, 0, 2));
+    first
+        .write(&[
+            indicator(
+                2,
+                "2030-01-06T00:00:00.000Z",
+                json!({"x_threatbus_update": "REMOVE"}),
+            ),
+            indicator(3, "2030-01-06T00:00:00.000Z", json!({"revoked": true})),
+            indicator(
+                4,
+                "2030-01-06T00:00:00.000Z",
+                json!({"valid_until": "2030-01-09T00:00:00Z"}),
+            ),
+            indicator(5, "2030-01-07T00:00:00.000Z", json!({})),
+        ])
+        .unwrap();
+    assert_eq!(
+        live(first.as_mut()),
+        [
+            "001@2030-01-05T00:00:00.000Z",
+            "005@2030-01-07T00:00:00.000Z"
+        ]
+    );
+    // Byte for byte.
+    let mut bytes = Vec::new();
+    first
+        .export(ns("2030-01-05T00:00:00.000Z"), false, &mut |json| {
+            bytes.push(json.to_vec());
+            true
+        })
+        .unwrap();
+    assert_eq!(bytes[0], v2.json);
+    let stats = second.stats(ns("2030-01-10T00:00:00.000Z")).unwrap();
+    assert_eq!(
+        (
+            stats.indicators_active,
+            stats.indicators_withdrawn,
+            stats.indicators_expired,
+            stats.versions
+        ),
+        (2, 2, 1, 6)
+    );
+    assert!(first.bytes_on_disk().unwrap() > 0);
+    // #1 (current version of 01-05) goes with its history.
+    assert_eq!(first.prune(ns("2030-01-05T12:00:00.000Z")).unwrap(), 2);
+    assert_eq!(
+        second
+            .stats(ns("2030-01-10T00:00:00.000Z"))
+            .unwrap()
+            .versions,
+        4
+    );
+    // A reader beside the writers, and a reopened writer, see the same.
+    let mut reader = location.open_reader().unwrap();
+    assert_eq!(live(reader.as_mut()), ["005@2030-01-07T00:00:00.000Z"]);
+    drop(first);
+    let mut again = location.open_writer().unwrap();
+    assert_eq!(live(again.as_mut()).len(), 1);
+}
+
+#[test]
+fn a_newer_schema_and_an_unreachable_server_are_refused_by_name() {
+    let scratch = Scratch::new("refused");
+    let location = scratch.location();
+    drop(location.open_writer().unwrap());
+    let Location::Postgres(url) = &location else {
+        unreachable!()
+    };
+    let mut client = Client::connect(url, NoTls).unwrap();
+    client
+        .batch_execute("UPDATE threatbus_meta SET value = '99' WHERE key = 'schema_version'")
+        .unwrap();
+    let err = location.open_writer().err().unwrap().to_string();
+    assert!(
+        err.contains("schema version 99 was written by a newer Threat Bus"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("postgresql://127.0.0.1:5432/{}", scratch.name)),
+        "{err}"
+    );
+    let nowhere = Location::Postgres("postgresql://tb:secret@127.0.0.1:1/nothing".into());
+    let err = nowhere.open_writer().err().unwrap();
+    assert!(matches!(err, StoreError::Open { .. }));
+    let text = err.to_string();
+    assert!(
+        text.contains("cannot connect") && !text.contains("secret"),
+        "{text}"
+    );
+}
