@@ -307,3 +307,31 @@ def test_two_instances_sharing_a_postgresql_store_answer_a_snapshot_once(bus_fac
     assert len(ids) == len(set(ids)), "an object arrived twice: both instances answered"
     assert "store answered a snapshot" in two.log()
     assert "store answered a snapshot" not in one.log()
+
+
+def test_a_zeek_peer_gets_its_snapshot_from_the_store(bus_factory, tmp_path):
+    from test_zeek import HOST as ZEEK_HOST, intel, peer, subscribe
+
+    manage, pub, sub, zeek_port = free_ports(4)
+    config = default_config(manage, pub, sub)
+    config["plugins"]["apps"]["zeek"] = {"host": ZEEK_HOST, "port": zeek_port, "module_namespace": "Tenzir"}
+    config["store"] = {"path": str(tmp_path / "store")}
+    bus = bus_factory(config=config, ports=(manage, pub, sub), wait_ports=[manage, pub, sub, zeek_port])
+    bus.zeek_port = zeek_port
+    publisher = bus.publisher()
+    probe = bus.subscriber("stix2/indicator")
+    tbclient.sync(publisher, [probe])
+    stored = make_indicator("5.5.5.5")
+    withdrawn = make_indicator("5.5.5.6", x_threatbus_update="REMOVE")
+    for obj in (stored, withdrawn):
+        publisher.send("stix2/indicator", obj)
+    tbclient.fence(publisher, probe)
+    time.sleep(DURABLE_WITHIN)
+    zeek = peer(bus)
+    p2p = subscribe(zeek, snapshot_ns=86_400 * 10**9)
+    seen = []
+    deadline = time.monotonic() + 15
+    while stored["id"] not in seen and time.monotonic() < deadline:
+        seen.append(intel(zeek, p2p)[1])
+    assert stored["id"] in seen
+    assert withdrawn["id"] not in seen

@@ -1,0 +1,84 @@
+//! Store ingest and snapshot read rates, both engines: `cargo bench -p threatbus-store --bench
+//! ingest [-- N]` (default 200,000 indicators). Records are built before the clock starts; the
+//! writes go in batches of 4096, as the bus's writer commits them. The PostgreSQL figures need
+//! the server on 127.0.0.1:5432 (user postgres); without it they are skipped with a line.
+
+use std::time::Instant;
+
+use postgres::{Client, NoTls};
+use threatbus_core::Message;
+use threatbus_store::{Engine, Kind, Location, Record};
+
+const BATCH: usize = 4096;
+const ADMIN: &str = "postgresql://postgres@127.0.0.1:5432/postgres";
+
+fn records(n: usize) -> Vec<Record> {
+    (0..n)
+        .map(|i| {
+            let json = format!(
+                r#"{{"type":"indicator","spec_version":"2.1","id":"indicator--00000000-0000-4000-8000-{i:012}","created":"2026-01-01T00:00:00.000Z","modified":"2026-01-01T00:00:00.000Z","pattern":"[ipv4-addr:value = '10.{}.{}.{}']","pattern_type":"stix","valid_from":"2026-01-01T00:00:00Z","name":"benchmark indicator {i}","labels":["malicious-activity"]}}"#,
+                (i >> 16) & 255,
+                (i >> 8) & 255,
+                i & 255
+            );
+            let message = Message::from_stix_json(json.as_bytes()).expect("valid indicator");
+            Record::from_message(&message).expect("an indicator")
+        })
+        .collect()
+}
+
+fn measure(name: &str, location: &Location, records: &[Record]) {
+    let mut store = location.open_writer().expect("store opens");
+    let started = Instant::now();
+    for batch in records.chunks(BATCH) {
+        store.write(batch).expect("write");
+    }
+    let ingest = started.elapsed().as_secs_f64();
+    let mut reader = location.open_reader().expect("reader opens");
+    let started = Instant::now();
+    let mut bytes = 0usize;
+    let read = reader
+        .snapshot(Kind::Indicator, 0, i64::MAX, &mut |json| {
+            bytes += json.len();
+            true
+        })
+        .expect("snapshot");
+    let snapshot = started.elapsed().as_secs_f64();
+    let disk = store.bytes_on_disk().unwrap_or(0);
+    println!(
+        "{name:<11} {:>9} indicators  ingest {:>9.0}/s  snapshot read {:>9.0}/s ({read} objects, {} MiB JSON)  disk {} bytes/indicator",
+        records.len(),
+        records.len() as f64 / ingest,
+        read as f64 / snapshot,
+        bytes >> 20,
+        disk / records.len().max(1) as u64,
+    );
+}
+
+fn main() {
+    let n: usize = std::env::args()
+        .skip(1)
+        .find_map(|arg| arg.parse().ok())
+        .unwrap_or(200_000);
+    println!("building {n} records…");
+    let records = records(n);
+    let dir = std::env::temp_dir().join(format!("threatbus-store-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    measure("embedded", &Location::File(dir.join("store")), &records);
+    let _ = std::fs::remove_dir_all(&dir);
+    match Client::connect(ADMIN, NoTls) {
+        Ok(mut admin) => {
+            let db = format!("threatbus_bench_{}", std::process::id());
+            admin
+                .batch_execute(&format!("CREATE DATABASE {db}"))
+                .expect("create database");
+            measure(
+                "postgresql",
+                &Location::Postgres(format!("postgresql://postgres@127.0.0.1:5432/{db}")),
+                &records,
+            );
+            let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
+        }
+        Err(err) => println!("postgresql  skipped: no server on 127.0.0.1:5432 ({err})"),
+    }
+}
