@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use postgres::{Client, NoTls};
 use threatbus_core::Message;
-use threatbus_store::{Engine, Kind, Location, Record};
+use threatbus_store::{Kind, Location, Record};
 
 const BATCH: usize = 4096;
 const ADMIN: &str = "postgresql://postgres@127.0.0.1:5432/postgres";
