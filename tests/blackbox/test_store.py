@@ -120,6 +120,10 @@ def test_a_snapshot_from_the_store_is_the_current_live_intel_byte_for_byte(bus_f
 
     got, subscriber = snapshot(bus, "stix2/indicator", 30, publisher, expected=2)
     assert sorted(obj["id"] for _, obj in got) == sorted([a2["id"], f["id"]])
+    # One line per answer: who asked, for how long a span, how many objects, how long it took.
+    line = next(l for l in bus.log().splitlines() if "store answered a snapshot" in l and subscriber.p2p in l)
+    assert f'requester="zmq {subscriber.p2p}"' in line and "seconds=2592000" in line, line
+    assert re.search(r"objects=\d+ ms=\d+", line), line
     assert {obj["id"]: obj.get("name") for _, obj in got}[a2["id"]] == "second"
     # Byte for byte what the bus published (the bus's own sync probes, stored like any
     # indicator, are left out).

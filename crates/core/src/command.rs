@@ -7,7 +7,7 @@ use tokio::sync::oneshot;
 
 use crate::BusError;
 use crate::message::Message;
-use crate::queue::{SubscriberId, SubscriberOptions, SubscriberReceiver};
+use crate::queue::{RequesterRoom, SubscriberId, SubscriberOptions, SubscriberReceiver};
 
 /// Requests to the router.
 pub(crate) enum Command {
@@ -45,7 +45,7 @@ pub(crate) enum Command {
     /// gone or not listening.
     SnapshotRoom {
         snapshot_id: String,
-        reply: oneshot::Sender<Option<usize>>,
+        reply: oneshot::Sender<Option<RequesterRoom>>,
     },
     /// How many messages wait in subscriber queues (for draining on shutdown).
     QueuedMessages { reply: oneshot::Sender<usize> },

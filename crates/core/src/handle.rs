@@ -11,7 +11,7 @@ use crate::command::Command;
 use crate::intake::Outbound;
 use crate::message::Message;
 use crate::metrics::{self, Counter, Gauge, Registry};
-use crate::queue::{SubscriberId, SubscriberOptions, SubscriberReceiver};
+use crate::queue::{RequesterRoom, SubscriberId, SubscriberOptions, SubscriberReceiver};
 
 /// What apps use to talk to the core. Cheap to clone. The `blocking_*` variants are for
 /// plugin threads outside the async runtime (e.g. ZeroMQ socket threads); they must not be
@@ -226,10 +226,14 @@ impl BusHandle {
             .map_err(|_| BusError::Stopped)
     }
 
-    /// Free slots in the queue of the subscriber that asked for snapshot `snapshot_id`, so that
-    /// an answer of many objects can wait for the requester instead of overflowing its queue;
-    /// `None` when that requester is not (or no longer) a subscriber of this instance.
-    pub async fn snapshot_room(&self, snapshot_id: &str) -> Result<Option<usize>, BusError> {
+    /// Free slots in the queue of the subscriber that asked for snapshot `snapshot_id` (and who
+    /// it is), so that an answer of many objects can wait for the requester instead of
+    /// overflowing its queue; `None` when that requester is not (or no longer) a subscriber of
+    /// this instance.
+    pub async fn snapshot_room(
+        &self,
+        snapshot_id: &str,
+    ) -> Result<Option<RequesterRoom>, BusError> {
         let snapshot_id = snapshot_id.to_owned();
         self.request(|reply| Command::SnapshotRoom { snapshot_id, reply })
             .await

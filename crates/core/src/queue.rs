@@ -41,6 +41,16 @@ pub struct SubscriberOptions {
     pub when_full: Option<WhenFull>,
 }
 
+/// The subscriber that asked for a snapshot, as an answer sees it: who it is and how many more
+/// messages its queue takes now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequesterRoom {
+    /// Free slots in its queue.
+    pub free: usize,
+    /// `<app> <label>`, e.g. the ZeroMQ app and the subscription's p2p topic, for log lines.
+    pub requester: String,
+}
+
 /// The receiving end of a subscriber's queue. Dropping it makes later deliveries fail, which
 /// the router counts as drops.
 #[derive(Debug)]

@@ -27,7 +27,7 @@ use crate::config::{BusConfig, WhenFull};
 use crate::intake::Outbound;
 use crate::message::{Body, Message, MessageType, SnapshotRequest};
 use crate::metrics::{self, Counter, Gauge, Registry};
-use crate::queue::{Offer, SubscriberId, SubscriberQueue};
+use crate::queue::{Offer, RequesterRoom, SubscriberId, SubscriberQueue};
 use crate::throttle::LogThrottle;
 use crate::{BusError, topic};
 
@@ -306,7 +306,10 @@ impl Router {
                     .filter(|pending| pending.expires > Instant::now())
                     .and_then(|pending| self.subscribers.get(&pending.requester))
                     .filter(|subscriber| subscriber.listening)
-                    .map(|subscriber| subscriber.queue.room());
+                    .map(|subscriber| RequesterRoom {
+                        free: subscriber.queue.room(),
+                        requester: format!("{} {}", subscriber.app, subscriber.queue.options.label),
+                    });
                 let _ = reply.send(room);
             }
             Command::QueuedMessages { reply } => {

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use jiff::SignedDuration;
 use threatbus_core::config::WhenFull;
 use threatbus_core::message::{Body, Message, MessageType, SnapshotEnvelope, SnapshotRequest};
+use threatbus_core::queue::RequesterRoom;
 use threatbus_core::{App, BoxFuture, BusHandle, PluginError, Shutdown, SubscriberOptions};
 
 use crate::engine::{Engine, Location};
@@ -304,6 +305,7 @@ async fn answer(bus: BusHandle, location: Location, request: SnapshotRequest, me
             i64::try_from(request.snapshot.as_nanos()).unwrap_or(i64::MAX),
         );
         let mut room = 0usize;
+        let mut requester = String::new();
         let mut sent = 0u64;
         let mut outcome = Answered::Complete;
         reader.snapshot(kind, since, now, &mut |json| {
@@ -316,7 +318,10 @@ async fn answer(bus: BusHandle, location: Location, request: SnapshotRequest, me
             };
             if room == 0 {
                 match wait_for_room(&handle, &bus, &request.snapshot_id) {
-                    Ok(free) => room = free,
+                    Ok(found) => {
+                        room = found.free;
+                        requester = found.requester;
+                    }
                     Err(stop) => {
                         outcome = stop;
                         return false;
@@ -337,17 +342,17 @@ async fn answer(bus: BusHandle, location: Location, request: SnapshotRequest, me
             sent_counter.inc();
             true
         })?;
-        Ok::<_, StoreError>((sent, outcome))
+        Ok::<_, StoreError>((sent, outcome, requester))
     })
     .await;
     let millis = started.elapsed().as_millis() as u64;
     match result {
-        Ok(Ok((sent, Answered::Complete))) => tracing::info!(
-            %snapshot_id, kind = kind.name(), seconds, objects = sent, ms = millis,
+        Ok(Ok((sent, Answered::Complete, requester))) => tracing::info!(
+            %snapshot_id, requester, kind = kind.name(), seconds, objects = sent, ms = millis,
             "store answered a snapshot"
         ),
-        Ok(Ok((sent, outcome))) => tracing::warn!(
-            %snapshot_id, kind = kind.name(), objects_sent = sent, ms = millis, reason = outcome.reason(),
+        Ok(Ok((sent, outcome, requester))) => tracing::warn!(
+            %snapshot_id, requester, kind = kind.name(), objects_sent = sent, ms = millis, reason = outcome.reason(),
             "store snapshot answer incomplete"
         ),
         Ok(Err(err)) => tracing::error!(%snapshot_id, error = %err, "store snapshot answer failed"),
@@ -377,22 +382,22 @@ impl Answered {
     }
 }
 
-/// Waits until the requester's queue has room; the number of free slots.
+/// Waits until the requester's queue has room; the free slots, and who the requester is.
 fn wait_for_room(
     handle: &tokio::runtime::Handle,
     bus: &BusHandle,
     snapshot_id: &str,
-) -> Result<usize, Answered> {
+) -> Result<RequesterRoom, Answered> {
     let since = Instant::now();
     loop {
         match handle.block_on(bus.snapshot_room(snapshot_id)) {
             Err(_) => return Err(Answered::Stopped),
             Ok(None) => return Err(Answered::RequesterGone),
-            Ok(Some(0)) if since.elapsed() >= STALLED_REQUESTER => {
+            Ok(Some(room)) if room.free > 0 => return Ok(room),
+            Ok(Some(_)) if since.elapsed() >= STALLED_REQUESTER => {
                 return Err(Answered::RequesterStalled);
             }
-            Ok(Some(0)) => std::thread::sleep(Duration::from_millis(2)),
-            Ok(Some(free)) => return Ok(free),
+            Ok(Some(_)) => std::thread::sleep(Duration::from_millis(2)),
         }
     }
 }
