@@ -226,6 +226,23 @@ impl BusHandle {
             .map_err(|_| BusError::Stopped)
     }
 
+    /// [`BusHandle::route_locally`] for threads outside the runtime.
+    pub fn blocking_route_locally(&self, message: Message) -> Result<(), BusError> {
+        self.count_published(&message);
+        self.router
+            .blocking_send(Command::Route(message))
+            .map_err(|_| BusError::Stopped)
+    }
+
+    /// [`BusHandle::snapshot_room`] for threads outside the runtime.
+    pub fn blocking_snapshot_room(
+        &self,
+        snapshot_id: &str,
+    ) -> Result<Option<RequesterRoom>, BusError> {
+        let snapshot_id = snapshot_id.to_owned();
+        self.blocking_request(|reply| Command::SnapshotRoom { snapshot_id, reply })
+    }
+
     /// Free slots in the queue of the subscriber that asked for snapshot `snapshot_id` (and who
     /// it is), so that an answer of many objects can wait for the requester instead of
     /// overflowing its queue; `None` when that requester is not (or no longer) a subscriber of

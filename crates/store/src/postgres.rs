@@ -151,7 +151,7 @@ impl Engine for PgStore {
         let ids: Vec<&str> = records.iter().map(|r| r.id.as_str()).collect();
         let modified: Vec<i64> = records.iter().map(|r| r.modified).collect();
         let kinds: Vec<i16> = records.iter().map(|r| r.kind.code() as i16).collect();
-        let json: Vec<&[u8]> = records.iter().map(|r| r.json.as_slice()).collect();
+        let json: Vec<&[u8]> = records.iter().map(|r| r.json.as_ref()).collect();
         let inserted = tx.query(
             "INSERT INTO threatbus_versions (id, modified, kind, json)
              SELECT * FROM unnest($1::text[], $2::int8[], $3::int2[], $4::bytea[])

@@ -1,6 +1,7 @@
 //! What the store keeps of a routed message: the canonical JSON bytes, and the few fields the
 //! versioning rules and the snapshot queries need, read once from the parsed body.
 
+use bytes::Bytes;
 use threatbus_core::stix::{Operation, Timestamp};
 use threatbus_core::{Body, Message};
 
@@ -43,8 +44,8 @@ pub struct Record {
     pub withdrawn: bool,
     /// An indicator's `valid_until`, in nanoseconds since the Unix epoch.
     pub valid_until: Option<i64>,
-    /// The object exactly as the bus publishes it.
-    pub json: Vec<u8>,
+    /// The object exactly as the bus publishes it (shared with the message, not copied).
+    pub json: Bytes,
 }
 
 /// Nanoseconds since the epoch, saturating (STIX timestamps fit easily).
@@ -55,7 +56,7 @@ pub fn nanos(timestamp: &Timestamp) -> i64 {
 impl Record {
     /// The record of an Indicator or a Sighting; `None` for snapshot requests and envelopes.
     pub fn from_message(message: &Message) -> Option<Self> {
-        let json = message.json().to_vec();
+        let json = message.json().clone();
         match message.body() {
             Body::Indicator(indicator) => {
                 let revoked = indicator

@@ -35,7 +35,8 @@ const STALLED_REQUESTER: Duration = Duration::from_secs(30);
 
 /// What the service tells the writer thread.
 enum Job {
-    Write(Record),
+    /// What one receive took from the store's queue, in routing order.
+    Write(Vec<Record>),
     /// Commit now and say so (for shutdown).
     Flush(tokio::sync::oneshot::Sender<()>),
 }
@@ -143,6 +144,7 @@ async fn serve(
         if received == 0 {
             break;
         }
+        let mut records = Vec::with_capacity(batch.len());
         for message in batch.drain(..) {
             match message.body() {
                 Body::SnapshotRequest(request) => {
@@ -154,22 +156,19 @@ async fn serve(
                         meters,
                     ));
                 }
-                _ => {
-                    if let Some(record) = Record::from_message(&message)
-                        && jobs.send(Job::Write(record)).is_err()
-                    {
-                        return Err(PluginError::message("store: the writer thread stopped"));
-                    }
-                }
+                _ => records.extend(Record::from_message(&message)),
             }
+        }
+        if !records.is_empty() && jobs.send(Job::Write(records)).is_err() {
+            return Err(PluginError::message("store: the writer thread stopped"));
         }
     }
     // Whatever is still queued for the store is written before it closes.
+    let mut records = Vec::new();
     while let Some(message) = receiver.try_recv() {
-        if let Some(record) = Record::from_message(&message) {
-            let _ = jobs.send(Job::Write(record));
-        }
+        records.extend(Record::from_message(&message));
     }
+    let _ = jobs.send(Job::Write(records));
     let (done, flushed) = tokio::sync::oneshot::channel();
     let _ = jobs.send(Job::Flush(done));
     drop(jobs);
@@ -231,8 +230,8 @@ fn write_loop(
             FLUSH_INTERVAL.saturating_sub(at.elapsed())
         });
         match jobs.recv_timeout(wait) {
-            Ok(Job::Write(record)) => {
-                pending.push(record);
+            Ok(Job::Write(records)) => {
+                pending.extend(records);
                 oldest.get_or_insert_with(Instant::now);
                 if pending.len() >= BATCH {
                     commit(&mut store, &mut pending);
@@ -297,7 +296,6 @@ async fn answer(bus: BusHandle, location: Location, request: SnapshotRequest, me
         Kind::Indicator => meters.snapshot_indicators.clone(),
         Kind::Sighting => meters.snapshot_sightings.clone(),
     };
-    let handle = tokio::runtime::Handle::current();
     let result = tokio::task::spawn_blocking(move || {
         let mut reader = location.open_reader()?;
         let now = now_nanos();
@@ -317,7 +315,7 @@ async fn answer(bus: BusHandle, location: Location, request: SnapshotRequest, me
                 }
             };
             if room == 0 {
-                match wait_for_room(&handle, &bus, &request.snapshot_id) {
+                match wait_for_room(&bus, &request.snapshot_id) {
                     Ok(found) => {
                         room = found.free;
                         requester = found.requester;
@@ -333,7 +331,7 @@ async fn answer(bus: BusHandle, location: Location, request: SnapshotRequest, me
                 snapshot_id: request.snapshot_id.clone(),
                 body,
             }));
-            if handle.block_on(bus.route_locally(envelope)).is_err() {
+            if bus.blocking_route_locally(envelope).is_err() {
                 outcome = Answered::Stopped;
                 return false;
             }
@@ -383,14 +381,10 @@ impl Answered {
 }
 
 /// Waits until the requester's queue has room; the free slots, and who the requester is.
-fn wait_for_room(
-    handle: &tokio::runtime::Handle,
-    bus: &BusHandle,
-    snapshot_id: &str,
-) -> Result<RequesterRoom, Answered> {
+fn wait_for_room(bus: &BusHandle, snapshot_id: &str) -> Result<RequesterRoom, Answered> {
     let since = Instant::now();
     loop {
-        match handle.block_on(bus.snapshot_room(snapshot_id)) {
+        match bus.blocking_snapshot_room(snapshot_id) {
             Err(_) => return Err(Answered::Stopped),
             Ok(None) => return Err(Answered::RequesterGone),
             Ok(Some(room)) if room.free > 0 => return Ok(room),

@@ -247,7 +247,7 @@ impl SqliteStore {
                     record.id,
                     record.modified,
                     record.kind.code(),
-                    record.json
+                    record.json.as_ref()
                 ])?;
                 if inserted == 0 {
                     counts.repeated += 1;
@@ -520,7 +520,7 @@ mod tests {
                 },
             )
             .unwrap();
-        assert_eq!(bytes[0], v2.json);
+        assert_eq!(bytes[0], v2.json.as_ref());
         let sightings = snapshot(&store, Kind::Sighting, "2030-01-02T00:00:00.000Z");
         assert_eq!(sightings.len(), 1);
         store

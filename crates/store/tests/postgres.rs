@@ -135,7 +135,7 @@ fn versions_withdrawals_and_shared_writers_as_in_the_embedded_store() {
             true
         })
         .unwrap();
-    assert_eq!(bytes[0], v2.json);
+    assert_eq!(bytes[0], v2.json.as_ref());
     let stats = second.stats(ns("2030-01-10T00:00:00.000Z")).unwrap();
     assert_eq!(
         (
