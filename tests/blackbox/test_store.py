@@ -339,3 +339,65 @@ def test_a_zeek_peer_gets_its_snapshot_from_the_store(bus_factory, tmp_path):
         seen.append(intel(zeek, p2p)[1])
     assert stored["id"] in seen
     assert withdrawn["id"] not in seen
+
+
+def test_the_store_section_takes_environment_overrides_and_check_validates_it(tmp_path):
+    def check(*, env, config=None, cwd=tmp_path):
+        args = base_command() + (["-c", str(config)] if config else []) + ["check"]
+        child_env = {k: v for k, v in os.environ.items() if not k.startswith("THREATBUS_")}
+        return subprocess.run(args, capture_output=True, text=True, timeout=60, cwd=cwd, env={**child_env, **env})
+
+    # The embedded default has a store in the working directory.
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    done = check(env={}, cwd=empty)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["store"] == {"path": "threatbus-store", "retention": 90, "answer_snapshots": True}
+
+    config = tmp_path / "config.yaml"
+    config.write_text(json.dumps({"plugins": {"backbones": {"inmem": {}},
+                                              "apps": {"zmq": {"host": "127.0.0.1", "manage": 1, "pub": 2, "sub": 3}}}}))
+    done = check(config=config, env={})
+    assert done.returncode == 0 and "store" not in json.loads(done.stdout), done.stdout  # no section: no store
+    done = check(config=config, env={"THREATBUS_STORE__PATH": str(tmp_path / "env-store"),
+                                     "THREATBUS_STORE__RETENTION": "7", "THREATBUS_STORE__ANSWER_SNAPSHOTS": "false"})
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["store"] == {"path": str(tmp_path / "env-store"), "retention": 7,
+                                                "answer_snapshots": False}
+    done = check(config=config, env={"THREATBUS_STORE__RETENTION": "0"})
+    assert done.returncode == 1
+    assert "store.retention: expected a whole number from 1 to 36500, got 0" in done.stderr, done.stderr
+
+
+def test_store_commands_round_trip_on_postgresql_while_the_bus_runs(bus_factory, pg_database, tmp_path):
+    bus = store_bus(bus_factory, {"url": pg_database})
+    publisher = bus.publisher()
+    objects = [make_indicator(f"10.5.0.{n}") for n in range(40)]
+    first = objects[0]
+    objects.append(dict(first, modified=stamp(dt.timedelta(seconds=-30))))  # older version: history
+    for obj in objects:
+        publisher.send("stix2/indicator", obj)
+    probe = bus.subscriber("stix2/indicator")
+    tbclient.fence(publisher, probe)
+    time.sleep(DURABLE_WITHIN)
+    # A shared database has no lock: every command works while the bus runs.
+    stats = json.loads(run_store(bus, "stats").stdout)
+    assert stats["store"].startswith("postgresql://127.0.0.1:") and stats["versions"] == stats["objects"] + 1
+    everything = run_store(bus, "export", "--all-versions")
+    assert everything.returncode == 0, everything.stderr
+    copy_db = f"threatbus_blackbox_{uuid.uuid4().hex[:10]}"
+    psql(f"CREATE DATABASE {copy_db}")
+    try:
+        other = tmp_path / "other.yaml"
+        other.write_text(json.dumps({"store": {"url": f"postgresql://postgres@127.0.0.1:{PG_PORT}/{copy_db}"},
+                                     "plugins": {"backbones": {"inmem": {}},
+                                                 "apps": {"zmq": {"host": "127.0.0.1", "manage": 1, "pub": 2, "sub": 3}}}}))
+        imported = run_store(other, "import", "-", stdin=everything.stdout)
+        assert imported.returncode == 0, imported.stderr
+        copy = json.loads(run_store(other, "stats").stdout)
+        for key in ("indicators", "sightings", "objects", "versions", "oldest_modified", "newest_modified"):
+            assert copy[key] == stats[key], key
+        pruned = run_store(bus, "prune")
+        assert pruned.returncode == 0 and b"pruned 0 versions" in pruned.stderr, pruned.stderr
+    finally:
+        psql(f"DROP DATABASE IF EXISTS {copy_db} WITH (FORCE)")
