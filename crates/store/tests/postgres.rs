@@ -1,10 +1,12 @@
 //! The PostgreSQL engine against the server on 127.0.0.1:5432 (user `postgres`, trust auth):
 //! each test works in a database of its own, dropped at the end.
 
+mod common;
+
+use common::{indicator, ns};
 use postgres::{Client, NoTls};
 use serde_json::json;
-use threatbus_core::Message;
-use threatbus_store::{Engine, Kind, Location, Record, StoreError};
+use threatbus_store::{Engine, Kind, Location, StoreError};
 
 const ADMIN: &str = "postgresql://postgres@127.0.0.1:5432/postgres";
 
@@ -44,29 +46,6 @@ impl Drop for Scratch {
             ));
         }
     }
-}
-
-fn ns(text: &str) -> i64 {
-    i64::try_from(
-        threatbus_core::stix::Timestamp::parse(text)
-            .unwrap()
-            .as_nanosecond(),
-    )
-    .unwrap()
-}
-
-fn indicator(n: u32, modified: &str, extra: serde_json::Value) -> Record {
-    let mut object = json!({
-        "type": "indicator", "spec_version": "2.1",
-        "id": format!("indicator--00000000-0000-4000-8000-{n:012}"),
-        "created": "2030-01-01T00:00:00.000Z", "modified": modified,
-        "pattern": format!("[ipv4-addr:value = '10.0.0.{n}']"), "pattern_type": "stix",
-        "valid_from": "2030-01-01T00:00:00Z"
-    });
-    if let (Some(object), Some(extra)) = (object.as_object_mut(), extra.as_object()) {
-        object.extend(extra.clone());
-    }
-    Record::from_message(&Message::from_stix_json(object.to_string().as_bytes()).unwrap()).unwrap()
 }
 
 fn live(store: &mut dyn Engine) -> Vec<String> {
