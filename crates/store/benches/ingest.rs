@@ -68,6 +68,101 @@ fn measure(name: &str, location: &Location, records: &[Record]) {
     );
 }
 
+/// redb (pure Rust key-value store) with the same data model, for the engine choice: versions by
+/// (id, modified), current by id, and the (kind, modified, id) index the snapshot scans — what
+/// SQLite's two secondary indexes give for free, written by hand. Bench only.
+mod redb_engine {
+    use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+    use threatbus_store::Record;
+
+    const VERSIONS: TableDefinition<(&str, i64), &[u8]> = TableDefinition::new("versions");
+    const CURRENT: TableDefinition<&str, (u8, i64, bool, Option<i64>)> =
+        TableDefinition::new("current");
+    const BY_MODIFIED: TableDefinition<(u8, i64, &str), ()> = TableDefinition::new("by_modified");
+
+    pub fn write(db: &Database, records: &[Record]) -> Result<(), redb::Error> {
+        let txn = db.begin_write()?;
+        {
+            let mut versions = txn.open_table(VERSIONS)?;
+            let mut current = txn.open_table(CURRENT)?;
+            let mut index = txn.open_table(BY_MODIFIED)?;
+            for r in records {
+                let id = r.id.as_str();
+                if versions.get((id, r.modified))?.is_some() {
+                    continue;
+                }
+                versions.insert((id, r.modified), r.json.as_ref())?;
+                let previous = current.get(id)?.map(|g| g.value());
+                if previous.is_some_and(|p| p.1 > r.modified) {
+                    continue;
+                }
+                if let Some(p) = previous {
+                    index.remove((p.0, p.1, id))?;
+                }
+                let kind = r.kind.code() as u8;
+                current.insert(id, (kind, r.modified, r.withdrawn, r.valid_until))?;
+                index.insert((kind, r.modified, id), ())?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    pub fn snapshot(
+        db: &Database,
+        since: i64,
+        now: i64,
+        mut each: impl FnMut(&[u8]),
+    ) -> Result<u64, redb::Error> {
+        let txn = db.begin_read()?;
+        let versions = txn.open_table(VERSIONS)?;
+        let current = txn.open_table(CURRENT)?;
+        let index = txn.open_table(BY_MODIFIED)?;
+        let mut n = 0;
+        for entry in index.range((0u8, since, "")..(1u8, i64::MIN, ""))? {
+            let (key, _) = entry?;
+            let (_, modified, id) = key.value();
+            let Some(row) = current.get(id)? else {
+                continue;
+            };
+            let (_, _, withdrawn, valid_until) = row.value();
+            if withdrawn || valid_until.is_some_and(|v| v <= now) {
+                continue;
+            }
+            if let Some(json) = versions.get((id, modified))? {
+                each(json.value());
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+}
+
+fn measure_redb(records: &[Record], dir: &std::path::Path) {
+    let path = dir.join("store.redb");
+    let db = redb::Database::create(&path).expect("redb opens");
+    let started = Instant::now();
+    for batch in records.chunks(BATCH) {
+        redb_engine::write(&db, batch).expect("redb write");
+    }
+    let ingest = started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    let mut bytes = 0usize;
+    let read =
+        redb_engine::snapshot(&db, 0, i64::MAX, |json| bytes += json.len()).expect("redb snapshot");
+    let snapshot = started.elapsed().as_secs_f64();
+    let disk = std::fs::metadata(&path).map_or(0, |m| m.len());
+    println!(
+        "{:<11} {:>9} indicators  ingest {:>9.0}/s  snapshot read {:>9.0}/s ({read} objects, {} MiB JSON)  disk {} bytes/indicator",
+        "redb",
+        records.len(),
+        records.len() as f64 / ingest,
+        read as f64 / snapshot,
+        bytes >> 20,
+        disk / records.len().max(1) as u64,
+    );
+}
+
 fn main() {
     let n: usize = std::env::args()
         .skip(1)
@@ -78,6 +173,7 @@ fn main() {
     let dir = std::env::temp_dir().join(format!("threatbus-store-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     measure("embedded", &Location::File(dir.join("store")), &records);
+    measure_redb(&records, &dir);
     let _ = std::fs::remove_dir_all(&dir);
     match Client::connect(ADMIN, NoTls) {
         Ok(mut admin) => {
