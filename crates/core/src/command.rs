@@ -40,6 +40,13 @@ pub(crate) enum Command {
         listening: bool,
         reply: oneshot::Sender<Result<(), BusError>>,
     },
+    /// Answers to snapshot `snapshot_id` from this instance (the store): delivered to the
+    /// requester like the bodies of envelopes, without envelopes and in one command.
+    SnapshotAnswers {
+        snapshot_id: String,
+        bodies: Vec<Message>,
+        reply: oneshot::Sender<bool>,
+    },
     /// Free slots in the queue of the subscriber that asked for snapshot `snapshot_id`;
     /// `None` when this instance did not issue that id (or forgot it), or the subscriber is
     /// gone or not listening.

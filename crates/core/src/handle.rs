@@ -215,45 +215,33 @@ impl BusHandle {
         .await?
     }
 
-    /// Routes `message` on this instance only, past the backbone: for answers that concern only
-    /// this instance's subscribers (the store's snapshot envelopes, whose requester is here).
-    /// Counted like a published message of the handle's app.
-    pub async fn route_locally(&self, message: Message) -> Result<(), BusError> {
-        self.count_published(&message);
-        self.router
-            .send(Command::Route(message))
-            .await
-            .map_err(|_| BusError::Stopped)
+    /// Hands answers to snapshot `snapshot_id` straight to its requester on this instance (no
+    /// envelopes, no backbone), counted like envelope contents; `Ok(false)` when the requester
+    /// is gone or the id unknown. For threads outside the runtime; send at most as many as
+    /// [`BusHandle::blocking_snapshot_room`] said there is room for.
+    pub fn blocking_answer_snapshot(
+        &self,
+        snapshot_id: &str,
+        bodies: Vec<Message>,
+    ) -> Result<bool, BusError> {
+        let snapshot_id = snapshot_id.to_owned();
+        self.blocking_request(|reply| Command::SnapshotAnswers {
+            snapshot_id,
+            bodies,
+            reply,
+        })
     }
 
-    /// [`BusHandle::route_locally`] for threads outside the runtime.
-    pub fn blocking_route_locally(&self, message: Message) -> Result<(), BusError> {
-        self.count_published(&message);
-        self.router
-            .blocking_send(Command::Route(message))
-            .map_err(|_| BusError::Stopped)
-    }
-
-    /// [`BusHandle::snapshot_room`] for threads outside the runtime.
+    /// Free slots in the queue of the subscriber that asked for snapshot `snapshot_id` (and who
+    /// it is), so that an answer of many objects can wait for the requester instead of
+    /// overflowing its queue; `None` when that requester is not (or no longer) a subscriber of
+    /// this instance. For threads outside the runtime.
     pub fn blocking_snapshot_room(
         &self,
         snapshot_id: &str,
     ) -> Result<Option<RequesterRoom>, BusError> {
         let snapshot_id = snapshot_id.to_owned();
         self.blocking_request(|reply| Command::SnapshotRoom { snapshot_id, reply })
-    }
-
-    /// Free slots in the queue of the subscriber that asked for snapshot `snapshot_id` (and who
-    /// it is), so that an answer of many objects can wait for the requester instead of
-    /// overflowing its queue; `None` when that requester is not (or no longer) a subscriber of
-    /// this instance.
-    pub async fn snapshot_room(
-        &self,
-        snapshot_id: &str,
-    ) -> Result<Option<RequesterRoom>, BusError> {
-        let snapshot_id = snapshot_id.to_owned();
-        self.request(|reply| Command::SnapshotRoom { snapshot_id, reply })
-            .await
     }
 
     /// Removes the subscriber with all its topics and pending snapshots; its queue closes.

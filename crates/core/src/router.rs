@@ -299,6 +299,28 @@ impl Router {
                 };
                 let _ = reply.send(result);
             }
+            Command::SnapshotAnswers {
+                snapshot_id,
+                bodies,
+                reply,
+            } => {
+                let requester = self
+                    .pending
+                    .get(&snapshot_id)
+                    .filter(|pending| pending.expires > Instant::now())
+                    .map(|pending| pending.requester)
+                    .filter(|id| self.subscribers.get(id).is_some_and(|s| s.listening));
+                let Some(requester) = requester else {
+                    let _ = reply.send(false);
+                    return;
+                };
+                for body in &bodies {
+                    if self.offer(requester, body).await {
+                        self.meters.snapshot_answers.inc();
+                    }
+                }
+                let _ = reply.send(true);
+            }
             Command::SnapshotRoom { snapshot_id, reply } => {
                 let room = self
                     .pending

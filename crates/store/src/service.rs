@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use jiff::SignedDuration;
 use threatbus_core::config::WhenFull;
-use threatbus_core::message::{Body, Message, MessageType, SnapshotEnvelope, SnapshotRequest};
+use threatbus_core::message::{Body, Message, MessageType, SnapshotRequest};
 use threatbus_core::queue::RequesterRoom;
 use threatbus_core::{App, BoxFuture, BusHandle, PluginError, Shutdown, SubscriberOptions};
 
@@ -302,9 +302,15 @@ async fn answer(bus: BusHandle, location: Location, request: SnapshotRequest, me
         let since = now.saturating_sub(
             i64::try_from(request.snapshot.as_nanos()).unwrap_or(i64::MAX),
         );
-        let mut room = 0usize;
-        let mut requester = String::new();
-        let mut sent = 0u64;
+        let mut answer = Answer {
+            bus: &bus,
+            snapshot_id: &request.snapshot_id,
+            chunk: Vec::with_capacity(CHUNK),
+            room: 0,
+            requester: String::new(),
+            sent: 0,
+            sent_counter: &sent_counter,
+        };
         let mut outcome = Answered::Complete;
         reader.snapshot(kind, since, now, &mut |json| {
             let body = match Message::from_stix_json(json) {
@@ -314,32 +320,20 @@ async fn answer(bus: BusHandle, location: Location, request: SnapshotRequest, me
                     return true;
                 }
             };
-            if room == 0 {
-                match wait_for_room(&bus, &request.snapshot_id) {
-                    Ok(found) => {
-                        room = found.free;
-                        requester = found.requester;
-                    }
-                    Err(stop) => {
-                        outcome = stop;
-                        return false;
-                    }
+            match answer.push(body) {
+                Ok(()) => true,
+                Err(stop) => {
+                    outcome = stop;
+                    false
                 }
             }
-            let envelope = Message::new(Body::SnapshotEnvelope(SnapshotEnvelope {
-                snapshot_type: request.snapshot_type,
-                snapshot_id: request.snapshot_id.clone(),
-                body,
-            }));
-            if bus.blocking_route_locally(envelope).is_err() {
-                outcome = Answered::Stopped;
-                return false;
-            }
-            room -= 1;
-            sent += 1;
-            sent_counter.inc();
-            true
         })?;
+        if matches!(outcome, Answered::Complete)
+            && let Err(stop) = answer.flush()
+        {
+            outcome = stop;
+        }
+        let (sent, requester) = (answer.sent, answer.requester);
         Ok::<_, StoreError>((sent, outcome, requester))
     })
     .await;
@@ -355,6 +349,55 @@ async fn answer(bus: BusHandle, location: Location, request: SnapshotRequest, me
         ),
         Ok(Err(err)) => tracing::error!(%snapshot_id, error = %err, "store snapshot answer failed"),
         Err(err) => tracing::error!(%snapshot_id, error = %err, "store snapshot answer failed"),
+    }
+}
+
+/// Bodies handed to the router in one command, at most.
+const CHUNK: usize = 512;
+
+/// One snapshot answer on its way: bodies are sent in chunks, never more than the requester's
+/// queue has room for.
+struct Answer<'a> {
+    bus: &'a BusHandle,
+    snapshot_id: &'a str,
+    chunk: Vec<Message>,
+    /// Slots left in the requester's queue, as last asked, minus what was taken since.
+    room: usize,
+    requester: String,
+    sent: u64,
+    sent_counter: &'a threatbus_core::metrics::Counter,
+}
+
+impl Answer<'_> {
+    fn push(&mut self, body: Message) -> Result<(), Answered> {
+        if self.room == 0 {
+            let found = wait_for_room(self.bus, self.snapshot_id)?;
+            self.room = found.free;
+            self.requester = found.requester;
+        }
+        self.chunk.push(body);
+        self.room -= 1;
+        if self.chunk.len() >= CHUNK || self.room == 0 {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), Answered> {
+        if self.chunk.is_empty() {
+            return Ok(());
+        }
+        let bodies = std::mem::replace(&mut self.chunk, Vec::with_capacity(CHUNK));
+        let count = bodies.len() as u64;
+        match self.bus.blocking_answer_snapshot(self.snapshot_id, bodies) {
+            Ok(true) => {
+                self.sent += count;
+                self.sent_counter.add(count);
+                Ok(())
+            }
+            Ok(false) => Err(Answered::RequesterGone),
+            Err(_) => Err(Answered::Stopped),
+        }
     }
 }
 
