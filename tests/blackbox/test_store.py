@@ -401,3 +401,36 @@ def test_store_commands_round_trip_on_postgresql_while_the_bus_runs(bus_factory,
         assert pruned.returncode == 0 and b"pruned 0 versions" in pruned.stderr, pruned.stderr
     finally:
         psql(f"DROP DATABASE IF EXISTS {copy_db} WITH (FORCE)")
+
+
+def test_the_bus_prunes_what_is_older_than_the_retention_when_it_starts(bus_factory, tmp_path):
+    path = tmp_path / "store"
+    ports = free_ports(3)
+    bus = store_bus(bus_factory, path, ports=ports, retention=30)
+    publisher = bus.publisher()
+    old = make_indicator("10.6.0.1", created=stamp(-dt.timedelta(days=60)), modified=stamp(-dt.timedelta(days=60)))
+    recent = make_indicator("10.6.0.2")
+    for obj in (old, recent):
+        publisher.send("stix2/indicator", obj)
+    probe = bus.subscriber("stix2/indicator")
+    tbclient.fence(publisher, probe)
+    publisher.close()
+    bus.signal(signal.SIGTERM)
+    assert bus.wait_exit(15) == 0
+    assert json.loads(run_store(bus, "stats").stdout)["versions"] >= 2
+
+    bus = store_bus(bus_factory, path, ports=ports, retention=30, metrics=True)
+    line = next((l for l in bus.log().splitlines() if "pruned versions older than store.retention" in l), None)
+    deadline = time.monotonic() + 10
+    while line is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+        line = next((l for l in bus.log().splitlines() if "pruned versions older than store.retention" in l), None)
+    assert line is not None and "versions=1" in line, bus.log_tail()
+    assert bus.metrics().value("threatbus_store_pruned_versions_total") == 1
+    publisher = bus.publisher()
+    subscriber = bus.subscriber("stix2/indicator", snapshot=90)
+    ids = set()
+    while recent["id"] not in ids:
+        ids.add(subscriber.recv(timeout=15)[1]["id"])
+    assert tbclient.fence(publisher, subscriber) == []
+    assert old["id"] not in ids
