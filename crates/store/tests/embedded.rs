@@ -5,7 +5,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{NOW, indicator, ns, sighting};
+use common::{NOW, indicator, not_live, ns, sighting};
 use rusqlite::Connection;
 use serde_json::json;
 use threatbus_store::sqlite::{APPLICATION_ID, SCHEMA_VERSION};
@@ -44,29 +44,18 @@ fn versions_follow_stix_rules_and_snapshots_pick_current_live_indicators() {
     // An older version arriving late is history; the same version again is a no-op.
     let counts = store.write(&[v1, v2.clone()]).unwrap();
     assert_eq!((counts.current, counts.history, counts.repeated), (0, 1, 1));
-    store
-        .write(&[
-            indicator(
-                2,
-                "2030-01-06T00:00:00.000Z",
-                json!({"x_threatbus_update": "REMOVE"}),
-            ),
-            indicator(3, "2030-01-06T00:00:00.000Z", json!({"revoked": true})),
-            indicator(
-                4,
-                "2030-01-06T00:00:00.000Z",
-                json!({"valid_until": "2030-01-09T00:00:00Z"}),
-            ),
-            indicator(
-                5,
-                "2030-01-07T00:00:00.000Z",
-                json!({"valid_until": "2030-02-01T00:00:00Z"}),
-            ),
-            indicator(6, "2029-12-01T00:00:00.000Z", json!({})),
-            sighting(1, "2030-01-08T00:00:00.000Z"),
-            sighting(2, "2029-12-01T00:00:00.000Z"),
-        ])
-        .unwrap();
+    let mut more = not_live();
+    more.extend([
+        indicator(
+            5,
+            "2030-01-07T00:00:00.000Z",
+            json!({"valid_until": "2030-02-01T00:00:00Z"}),
+        ),
+        indicator(6, "2029-12-01T00:00:00.000Z", json!({})),
+        sighting(1, "2030-01-08T00:00:00.000Z"),
+        sighting(2, "2029-12-01T00:00:00.000Z"),
+    ]);
+    store.write(&more).unwrap();
     // A later REMOVE withdraws what was live.
     let live = snapshot(&store, Kind::Indicator, "2030-01-02T00:00:00.000Z");
     let names: Vec<_> = live

@@ -34,6 +34,24 @@ pub fn indicator(n: u32, modified: &str, extra: serde_json::Value) -> Record {
     Record::from_message(&Message::from_stix_json(object.to_string().as_bytes()).unwrap()).unwrap()
 }
 
+/// Indicators 2 to 4, none of which a snapshot at [`NOW`] answers with: #2 withdrawn by
+/// `x_threatbus_update: REMOVE`, #3 by `revoked`, #4 expired (`valid_until` before `NOW`).
+pub fn not_live() -> Vec<Record> {
+    vec![
+        indicator(
+            2,
+            "2030-01-06T00:00:00.000Z",
+            json!({"x_threatbus_update": "REMOVE"}),
+        ),
+        indicator(3, "2030-01-06T00:00:00.000Z", json!({"revoked": true})),
+        indicator(
+            4,
+            "2030-01-06T00:00:00.000Z",
+            json!({"valid_until": "2030-01-09T00:00:00Z"}),
+        ),
+    ]
+}
+
 /// Sighting number `n`, created at `created`.
 pub fn sighting(n: u32, created: &str) -> Record {
     let object = json!({
