@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use crate::listing::{Listed, Listing};
 use crate::postgres::PgStore;
 use crate::record::{Kind, Record};
 use crate::sqlite::{SqliteStore, Stats};
@@ -29,6 +30,8 @@ pub trait Engine: Send {
     ) -> Result<u64, StoreError>;
     /// What the store holds at `now`.
     fn stats(&mut self, now: i64) -> Result<Stats, StoreError>;
+    /// One page of versions, in the order the store added them (see [`crate::listing`]).
+    fn list(&mut self, listing: &Listing) -> Result<Vec<Listed>, StoreError>;
     /// The oldest and newest `modified` of the current versions.
     fn span(&mut self) -> Result<Option<(i64, i64)>, StoreError>;
     /// Removes versions modified before `before`; how many.
@@ -99,6 +102,10 @@ impl Engine for SqliteStore {
 
     fn stats(&mut self, now: i64) -> Result<Stats, StoreError> {
         SqliteStore::stats(self, now)
+    }
+
+    fn list(&mut self, listing: &Listing) -> Result<Vec<Listed>, StoreError> {
+        SqliteStore::list(self, listing)
     }
 
     fn span(&mut self) -> Result<Option<(i64, i64)>, StoreError> {

@@ -5,6 +5,7 @@
 //! * [`config`]: the `store` section;
 //! * [`record`]: what is kept of a message;
 //! * [`engine`]: what every engine does, and where a store is;
+//! * [`listing`]: versions in the order they were added, a page at a time (TAXII);
 //! * [`sqlite`]: the embedded engine; [`postgres`]: the shared one;
 //! * [`service`]: the bus service that writes what the router routes and answers the snapshot
 //!   requests of this instance's subscribers.
@@ -13,6 +14,7 @@
 
 pub mod config;
 pub mod engine;
+pub mod listing;
 pub mod metrics;
 pub mod postgres;
 pub mod record;
@@ -23,6 +25,7 @@ use thiserror::Error;
 
 pub use config::StoreConfig;
 pub use engine::{Engine, Location};
+pub use listing::{Listed, Listing, VersionSelect};
 pub use record::{Kind, Record};
 pub use service::StoreService;
 pub use sqlite::{SqliteStore, Stats};

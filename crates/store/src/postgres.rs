@@ -9,12 +9,13 @@ use std::str::FromStr;
 use ::postgres::{Client, Config, NoTls};
 
 use crate::engine::Engine;
+use crate::listing::{Listed, Listing, next_added, now_micros, version_condition};
 use crate::record::{Kind, Record};
 use crate::sqlite::Stats;
 use crate::{StoreError, WriteCounts};
 
 /// The schema this build writes (in `threatbus_meta`).
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// A PostgreSQL store.
 pub struct PgStore {
@@ -119,6 +120,22 @@ impl PgStore {
                  CREATE INDEX threatbus_current_by_kind_created ON threatbus_current (kind, created);
                  CREATE INDEX threatbus_versions_by_modified ON threatbus_versions (modified);",
             )?;
+        }
+        if version < 2 {
+            // `added`, as in the embedded store (see `crate::listing`); versions stored before
+            // get consecutive microseconds ending now, in the order they were stored.
+            tx.batch_execute(
+                "ALTER TABLE threatbus_versions ADD COLUMN added BIGINT NOT NULL DEFAULT 0;
+                 CREATE INDEX threatbus_versions_by_kind_added ON threatbus_versions (kind, added);
+                 CREATE INDEX threatbus_versions_by_added ON threatbus_versions (added);",
+            )?;
+            tx.execute(
+                "UPDATE threatbus_versions
+                 SET added = $1 - (SELECT max(position) FROM threatbus_versions) + position",
+                &[&now_micros()],
+            )?;
+        }
+        if version < SCHEMA_VERSION {
             tx.execute(
                 "INSERT INTO threatbus_meta (key, value) VALUES ('schema_version', $1)
                  ON CONFLICT (key) DO UPDATE SET value = excluded.value",
@@ -152,12 +169,23 @@ impl Engine for PgStore {
         let modified: Vec<i64> = records.iter().map(|r| r.modified).collect();
         let kinds: Vec<i16> = records.iter().map(|r| r.kind.code() as i16).collect();
         let json: Vec<&[u8]> = records.iter().map(|r| r.json.as_ref()).collect();
+        // `added` must grow in commit order across every instance writing to this database,
+        // so writers take turns from here to their commit, and each batch continues from the
+        // greatest `added` committed.
+        tx.execute("SELECT pg_advisory_xact_lock(7353420112)", &[])?;
+        let last: Option<i64> = tx
+            .query_one("SELECT max(added) FROM threatbus_versions", &[])?
+            .get(0);
+        let first = next_added(last.unwrap_or(0));
+        let added: Vec<i64> = (0..records.len() as i64)
+            .map(|i| first.saturating_add(i))
+            .collect();
         let inserted = tx.query(
-            "INSERT INTO threatbus_versions (id, modified, kind, json)
-             SELECT * FROM unnest($1::text[], $2::int8[], $3::int2[], $4::bytea[])
+            "INSERT INTO threatbus_versions (id, modified, kind, json, added)
+             SELECT * FROM unnest($1::text[], $2::int8[], $3::int2[], $4::bytea[], $5::int8[])
              ON CONFLICT (id, modified) DO NOTHING
              RETURNING id, modified, position",
-            &[&ids, &modified, &kinds, &json],
+            &[&ids, &modified, &kinds, &json, &added],
         )?;
         // Counted as the embedded store counts, in arrival order: a new version is current if
         // it is newer than the object's current one (stored, or earlier in this batch).
@@ -283,6 +311,54 @@ impl Engine for PgStore {
             sightings: count(row.get(3)),
             versions: count(row.get(4)),
         })
+    }
+
+    fn list(&mut self, listing: &Listing) -> Result<Vec<Listed>, StoreError> {
+        let Some(versions) = version_condition(
+            listing.versions,
+            "threatbus_versions",
+            "threatbus_current",
+            "v.modified = ANY($4)",
+        ) else {
+            return Ok(Vec::new());
+        };
+        let json = if listing.with_json {
+            "v.json"
+        } else {
+            "NULL::bytea"
+        };
+        let ids_clause = if listing.ids.is_empty() {
+            "$3::text[] IS NULL"
+        } else {
+            "v.id = ANY($3)"
+        };
+        let sql = format!(
+            "SELECT v.id, v.modified, v.added, {json} FROM threatbus_versions v
+             WHERE v.kind = $1 AND v.added > $2 AND {ids_clause} AND ($4::int8[] IS NULL OR TRUE)
+               AND {versions}
+             ORDER BY v.added LIMIT $5"
+        );
+        let ids: Option<Vec<&str>> =
+            (!listing.ids.is_empty()).then(|| listing.ids.iter().map(String::as_str).collect());
+        let at: Option<&Vec<i64>> =
+            (!listing.versions.at.is_empty()).then_some(&listing.versions.at);
+        let kind = listing.kind.code() as i16;
+        let limit = i64::try_from(listing.limit).unwrap_or(i64::MAX);
+        let rows = self
+            .client
+            .query(&sql, &[&kind, &listing.added_after, &ids, &at, &limit])?;
+        Ok(rows
+            .iter()
+            .map(|row| {
+                let json: Option<Vec<u8>> = row.get(3);
+                Listed {
+                    id: row.get(0),
+                    modified: row.get(1),
+                    added: row.get(2),
+                    json: json.map(bytes::Bytes::from),
+                }
+            })
+            .collect())
     }
 
     fn span(&mut self) -> Result<Option<(i64, i64)>, StoreError> {

@@ -11,12 +11,13 @@ use std::time::Duration;
 
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, params};
 
+use crate::listing::{Listed, Listing, next_added, now_micros, version_condition};
 use crate::record::{Kind, Record};
 use crate::{StoreError, WriteCounts};
 
 /// The schema this build writes. A store with a greater version was written by a newer build
 /// and is refused; a smaller one is migrated forward at open.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// The application id in the SQLite header (`PRAGMA application_id`): "TBst". A file with
 /// another non-zero id is some other program's database and is refused.
@@ -32,6 +33,8 @@ pub struct SqliteStore {
     path: PathBuf,
     /// Held while the store is open for writing (`<path>.lock`): one bus per store.
     _lock: Option<File>,
+    /// The greatest `added` time given to a version so far (writers only).
+    last_added: i64,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -112,6 +115,7 @@ impl SqliteStore {
             connection,
             path: path.to_owned(),
             _lock: Some(lock),
+            last_added: 0,
         };
         store.prepare().map_err(|err| match err {
             StoreError::Sqlite(inner) => open_error(path, inner),
@@ -133,6 +137,7 @@ impl SqliteStore {
             connection,
             path: path.to_owned(),
             _lock: None,
+            last_added: 0,
         })
     }
 
@@ -178,6 +183,13 @@ impl SqliteStore {
         c.pragma_update(None, "journal_mode", "WAL")?;
         c.pragma_update(None, "synchronous", "NORMAL")?;
         self.migrate(version)?;
+        // Per kind, each an index lookup.
+        self.last_added = self.connection.query_row(
+            "SELECT max(coalesce((SELECT max(added) FROM versions WHERE kind = 0), 0),
+                        coalesce((SELECT max(added) FROM versions WHERE kind = 1), 0))",
+            [],
+            |row| row.get(0),
+        )?;
         Ok(())
     }
 
@@ -211,6 +223,19 @@ impl SqliteStore {
                  CREATE INDEX versions_by_modified ON versions (modified);",
             )?;
         }
+        if version < 2 {
+            // `added`: when the store took each version (µs since the epoch, strictly
+            // increasing), for TAXII's `date_added`. Versions stored before have no such time:
+            // they get consecutive microseconds ending now, in the order they were stored.
+            tx.execute_batch(
+                "ALTER TABLE versions ADD COLUMN added INTEGER NOT NULL DEFAULT 0;
+                 CREATE INDEX versions_by_kind_added ON versions (kind, added);",
+            )?;
+            tx.execute(
+                "UPDATE versions SET added = ?1 - (SELECT max(position) FROM versions) + position",
+                [now_micros()],
+            )?;
+        }
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         tx.pragma_update(None, "application_id", APPLICATION_ID)?;
         tx.commit()?;
@@ -229,7 +254,7 @@ impl SqliteStore {
         let tx = self.connection.transaction()?;
         {
             let mut insert_version = tx.prepare_cached(
-                "INSERT INTO versions (id, modified, kind, json) VALUES (?1, ?2, ?3, ?4)
+                "INSERT INTO versions (id, modified, kind, json, added) VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT (id, modified) DO NOTHING",
             )?;
             let mut current_modified =
@@ -243,16 +268,19 @@ impl SqliteStore {
                      valid_until = excluded.valid_until, position = excluded.position",
             )?;
             for record in records {
+                let added = next_added(self.last_added);
                 let inserted = insert_version.execute(params![
                     record.id,
                     record.modified,
                     record.kind.code(),
-                    record.json.as_ref()
+                    record.json.as_ref(),
+                    added
                 ])?;
                 if inserted == 0 {
                     counts.repeated += 1;
                     continue;
                 }
+                self.last_added = added;
                 let position = tx.last_insert_rowid();
                 let current: Option<i64> = current_modified
                     .query_row([&record.id], |row| row.get(0))
@@ -342,6 +370,54 @@ impl SqliteStore {
             }
         }
         Ok(exported)
+    }
+
+    /// One page of versions of `listing.kind`, in the order they were added (see
+    /// [`crate::listing`]).
+    pub fn list(&self, listing: &Listing) -> Result<Vec<Listed>, StoreError> {
+        let Some(versions) = version_condition(
+            listing.versions,
+            "versions",
+            "current",
+            "v.modified IN (SELECT value FROM json_each(?4))",
+        ) else {
+            return Ok(Vec::new());
+        };
+        // With ids, the (id, modified) index finds the rows: `+` keeps SQLite from walking the
+        // `added` index instead.
+        let (plus, ids) = if listing.ids.is_empty() {
+            ("", "?3 IS NULL")
+        } else {
+            ("+", "v.id IN (SELECT value FROM json_each(?3))")
+        };
+        let json = if listing.with_json { "v.json" } else { "NULL" };
+        let sql = format!(
+            "SELECT v.id, v.modified, v.added, {json} FROM versions v
+             WHERE v.kind = ?1 AND {plus}v.added > ?2 AND {ids} AND ?4 IS ?4 AND {versions}
+             ORDER BY {plus}v.added LIMIT ?5"
+        );
+        // Lists travel as JSON arrays (`json_each`); an empty one as NULL.
+        let ids = (!listing.ids.is_empty())
+            .then(|| serde_json::to_string(listing.ids).ok())
+            .flatten();
+        let at = (!listing.versions.at.is_empty())
+            .then(|| serde_json::to_string(&listing.versions.at).ok())
+            .flatten();
+        let limit = i64::try_from(listing.limit).unwrap_or(i64::MAX);
+        let mut statement = self.connection.prepare_cached(&sql)?;
+        let rows = statement.query_map(
+            params![listing.kind.code(), listing.added_after, ids, at, limit],
+            |row| {
+                let json: Option<Vec<u8>> = row.get(3)?;
+                Ok(Listed {
+                    id: row.get(0)?,
+                    modified: row.get(1)?,
+                    added: row.get(2)?,
+                    json: json.map(bytes::Bytes::from),
+                })
+            },
+        )?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
 
     /// The oldest and newest `modified` of the current versions, if any.

@@ -189,3 +189,119 @@ fn files_that_are_not_our_store_are_refused_and_left_untouched() {
     }
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn listings_page_in_the_order_versions_were_added() {
+    let dir = dir("listing");
+    let mut store = SqliteStore::open(&dir.join("store")).unwrap();
+    common::listing_scenario(&mut store);
+    // A reopened store continues after the greatest `added` it has.
+    let greatest = store
+        .list(&threatbus_store::Listing {
+            kind: Kind::Indicator,
+            added_after: i64::MIN,
+            ids: &[],
+            versions: &threatbus_store::VersionSelect::all(),
+            limit: 100,
+            with_json: false,
+        })
+        .unwrap()
+        .last()
+        .unwrap()
+        .added;
+    drop(store);
+    let mut store = SqliteStore::open(&dir.join("store")).unwrap();
+    store
+        .write(&[indicator(9, "2030-01-09T00:00:00.000Z", json!({}))])
+        .unwrap();
+    let listed = common::list_all(
+        &mut store,
+        Kind::Indicator,
+        &["indicator--00000000-0000-4000-8000-000000000009".to_owned()],
+        &threatbus_store::VersionSelect::last(),
+        10,
+    );
+    assert_eq!(listed, ["009@2030-01-09"]);
+    let nine = store
+        .list(&threatbus_store::Listing {
+            kind: Kind::Indicator,
+            added_after: greatest,
+            ids: &[],
+            versions: &threatbus_store::VersionSelect::all(),
+            limit: 100,
+            with_json: false,
+        })
+        .unwrap();
+    assert_eq!(nine.len(), 1);
+    assert!(nine[0].added > greatest);
+}
+
+#[test]
+fn a_version_1_store_is_migrated_with_added_times_in_storage_order() {
+    let dir = dir("migrate");
+    let path = dir.join("store");
+    {
+        // The schema as version 1 wrote it, with two versions in it.
+        let c = Connection::open(&path).unwrap();
+        c.execute_batch(&format!(
+            "CREATE TABLE versions (position INTEGER PRIMARY KEY, id TEXT NOT NULL,
+                 modified INTEGER NOT NULL, kind INTEGER NOT NULL, json BLOB NOT NULL,
+                 UNIQUE (id, modified));
+             CREATE TABLE current (id TEXT PRIMARY KEY, kind INTEGER NOT NULL,
+                 created INTEGER NOT NULL, modified INTEGER NOT NULL, withdrawn INTEGER NOT NULL,
+                 valid_until INTEGER, position INTEGER NOT NULL) WITHOUT ROWID;
+             PRAGMA user_version = 1; PRAGMA application_id = {APPLICATION_ID};"
+        ))
+        .unwrap();
+        for (n, modified) in [
+            (1, "2030-01-02T00:00:00.000Z"),
+            (2, "2030-01-01T00:00:00.000Z"),
+        ] {
+            let record = indicator(n, modified, json!({}));
+            c.execute(
+                "INSERT INTO versions (id, modified, kind, json) VALUES (?1, ?2, 0, ?3)",
+                rusqlite::params![record.id, record.modified, record.json.as_ref()],
+            )
+            .unwrap();
+            c.execute(
+                "INSERT INTO current VALUES (?1, 0, 0, ?2, 0, NULL, last_insert_rowid())",
+                rusqlite::params![record.id, record.modified],
+            )
+            .unwrap();
+        }
+    }
+    let before = threatbus_store::listing::now_micros();
+    let mut store = SqliteStore::open(&path).unwrap();
+    let version: i64 = Connection::open(&path)
+        .unwrap()
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(version, SCHEMA_VERSION);
+    assert_eq!(
+        common::list_all(
+            &mut store,
+            Kind::Indicator,
+            &[],
+            &threatbus_store::VersionSelect::last(),
+            1
+        ),
+        ["001@2030-01-02", "002@2030-01-01"]
+    );
+    // New versions come after the migrated ones.
+    store
+        .write(&[indicator(3, "2030-01-03T00:00:00.000Z", json!({}))])
+        .unwrap();
+    let listed = store
+        .list(&threatbus_store::Listing {
+            kind: Kind::Indicator,
+            added_after: i64::MIN,
+            ids: &[],
+            versions: &threatbus_store::VersionSelect::all(),
+            limit: 10,
+            with_json: false,
+        })
+        .unwrap();
+    assert_eq!(listed.len(), 3);
+    assert!(listed[0].added >= before - 1 && listed[1].added == listed[0].added + 1);
+    assert!(listed[2].added > listed[1].added);
+}

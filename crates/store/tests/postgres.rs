@@ -160,3 +160,90 @@ fn a_newer_schema_and_an_unreachable_server_are_refused_by_name() {
         "{text}"
     );
 }
+
+#[test]
+fn listings_page_in_the_order_versions_were_added_across_writers() {
+    let scratch = Scratch::new("listing");
+    let location = scratch.location();
+    let mut first = location.open_writer().unwrap();
+    common::listing_scenario(first.as_mut());
+    // A second writer continues after everything the first committed.
+    let mut second = location.open_writer().unwrap();
+    second
+        .write(&[indicator(9, "2030-01-09T00:00:00.000Z", json!({}))])
+        .unwrap();
+    let mut reader = location.open_reader().unwrap();
+    let listed = common::list_all(
+        reader.as_mut(),
+        Kind::Indicator,
+        &[],
+        &threatbus_store::VersionSelect::all(),
+        100,
+    );
+    assert_eq!(listed.len(), 7);
+    assert_eq!(listed.last().unwrap(), "009@2030-01-09");
+}
+
+#[test]
+fn a_version_1_database_is_migrated_with_added_times_in_storage_order() {
+    let scratch = Scratch::new("migrate");
+    let location = scratch.location();
+    let Location::Postgres(url) = &location else {
+        unreachable!()
+    };
+    let mut client = Client::connect(url, NoTls).unwrap();
+    client
+        .batch_execute(
+            "CREATE TABLE threatbus_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+             INSERT INTO threatbus_meta VALUES ('schema_version', '1');
+             CREATE TABLE threatbus_versions (position BIGSERIAL PRIMARY KEY, id TEXT NOT NULL,
+                 modified BIGINT NOT NULL, kind SMALLINT NOT NULL, json BYTEA NOT NULL,
+                 UNIQUE (id, modified));
+             CREATE TABLE threatbus_current (id TEXT PRIMARY KEY, kind SMALLINT NOT NULL,
+                 created BIGINT NOT NULL, modified BIGINT NOT NULL, withdrawn BOOLEAN NOT NULL,
+                 valid_until BIGINT, position BIGINT NOT NULL);",
+        )
+        .unwrap();
+    for (n, modified) in [
+        (1, "2030-01-02T00:00:00.000Z"),
+        (2, "2030-01-01T00:00:00.000Z"),
+    ] {
+        let record = indicator(n, modified, json!({}));
+        let row = client
+            .query_one(
+                "INSERT INTO threatbus_versions (id, modified, kind, json) VALUES ($1, $2, 0, $3)
+                 RETURNING position",
+                &[&record.id, &record.modified, &record.json.as_ref()],
+            )
+            .unwrap();
+        let position: i64 = row.get(0);
+        client
+            .execute(
+                "INSERT INTO threatbus_current VALUES ($1, 0, 0, $2, false, NULL, $3)",
+                &[&record.id, &record.modified, &position],
+            )
+            .unwrap();
+    }
+    let mut store = location.open_writer().unwrap();
+    let version: String = client
+        .query_one(
+            "SELECT value FROM threatbus_meta WHERE key = 'schema_version'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        version,
+        threatbus_store::postgres::SCHEMA_VERSION.to_string()
+    );
+    assert_eq!(
+        common::list_all(
+            store.as_mut(),
+            Kind::Indicator,
+            &[],
+            &threatbus_store::VersionSelect::last(),
+            1
+        ),
+        ["001@2030-01-02", "002@2030-01-01"]
+    );
+}
