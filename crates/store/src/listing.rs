@@ -79,7 +79,7 @@ pub struct Listed {
 
 /// Microseconds since the epoch, now.
 pub fn now_micros() -> i64 {
-    i64::try_from(jiff::Timestamp::now().as_microsecond()).unwrap_or(i64::MAX)
+    jiff::Timestamp::now().as_microsecond()
 }
 
 /// The `added` time of the next version stored after one added at `last`: now, or `last` + 1
