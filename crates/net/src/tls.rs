@@ -1,4 +1,5 @@
-//! TLS client settings (rustls with ring), one way for every plugin.
+//! TLS settings (rustls with ring), one way for every plugin: client settings, and the
+//! settings of a listener that serves TLS.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -7,7 +8,7 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
 use thiserror::Error;
 
 /// What to trust and how to authenticate.
@@ -38,6 +39,35 @@ impl TlsError {
             message: message.into(),
         }
     }
+}
+
+/// Builds the settings of a TLS listener from a PEM certificate chain (the server's
+/// certificate first) and its PEM private key; errors name `certificate` or `key`.
+pub fn server_config(certificate: &Path, key: &Path) -> Result<ServerConfig, TlsError> {
+    let chain = read_certificates(certificate, "certificate")?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|err| {
+        TlsError::new(
+            "key",
+            format!(
+                "cannot read a PEM private key from {}: {err}",
+                key.display()
+            ),
+        )
+    })?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|err| TlsError::new("certificate", format!("TLS setup failed: {err}")))?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(|err| {
+            TlsError::new(
+                "key",
+                format!("the key does not fit the certificate, or is not usable: {err}"),
+            )
+        })?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
 }
 
 /// Builds the rustls client settings. Without verification the connection is encrypted but

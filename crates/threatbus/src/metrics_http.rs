@@ -4,32 +4,23 @@
 //! It runs as a bus service: it starts and stops with the apps but counts as none of them.
 //! Requests are small GETs from a scraper or an orchestrator's probe; anything else gets a 4xx.
 //! The listener must answer a probe even while slow or idle clients hold connections (a probe
-//! that times out gets a healthy bus restarted), so:
-//!
-//! * a request's headers must arrive within [`HEADER_TIMEOUT`];
-//! * at most [`MAX_CONNECTIONS`] are held; when a new one arrives and every place is taken,
-//!   the oldest connection that is not in the middle of answering a request (a slow client
-//!   still sending headers, or an idle keep-alive connection) is closed to make room, so a new
-//!   client never waits for a slow one. Only when every held connection is being answered is
-//!   the new one turned away.
+//! that times out gets a healthy bus restarted), so the listener keeps at most [`MAX_CONNECTIONS`], closing the oldest idle one to make room for a
+//! new client, and gives a request's headers [`HEADER_TIMEOUT`] to arrive (the shared server
+//! of `threatbus_net::server`).
 
-use std::collections::BTreeMap;
-use std::convert::Infallible;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Deserialize;
 use serde::de::{self, Deserializer};
 use serde_json::{Value, json};
 use threatbus_core::{App, BoxFuture, BusHandle, PluginError, Shutdown};
+use threatbus_net::server::ServerLimits;
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
 /// Connections held at once (see the module header for what happens beyond).
 const MAX_CONNECTIONS: usize = 64;
@@ -112,80 +103,6 @@ impl App for MetricsService {
     }
 }
 
-/// The connections held, oldest first, and whether each is answering a request now.
-#[derive(Default)]
-struct Connections {
-    table: Mutex<ConnectionTable>,
-}
-
-#[derive(Default)]
-struct ConnectionTable {
-    next_id: u64,
-    /// By id, which grows with time: the first entry is the oldest.
-    held: BTreeMap<u64, Held>,
-}
-
-struct Held {
-    busy: bool,
-    evict: CancellationToken,
-}
-
-/// One connection's place; dropping it gives the place back.
-struct Place {
-    connections: Arc<Connections>,
-    id: u64,
-    evict: CancellationToken,
-}
-
-impl Connections {
-    fn table(&self) -> std::sync::MutexGuard<'_, ConnectionTable> {
-        self.table.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// A place for a new connection, closing the oldest idle one if every place is taken;
-    /// `None` if every held connection is answering a request right now.
-    fn admit(self: &Arc<Self>) -> Option<Place> {
-        let mut table = self.table();
-        if table.held.len() >= MAX_CONNECTIONS {
-            let idle = table
-                .held
-                .iter()
-                .find(|(_, held)| !held.busy)
-                .map(|(id, _)| *id)?;
-            if let Some(held) = table.held.remove(&idle) {
-                held.evict.cancel();
-            }
-        }
-        let id = table.next_id;
-        table.next_id += 1;
-        let evict = CancellationToken::new();
-        table.held.insert(
-            id,
-            Held {
-                busy: false,
-                evict: evict.clone(),
-            },
-        );
-        Some(Place {
-            connections: self.clone(),
-            id,
-            evict,
-        })
-    }
-
-    fn set_busy(&self, id: u64, busy: bool) {
-        if let Some(held) = self.table().held.get_mut(&id) {
-            held.busy = busy;
-        }
-    }
-}
-
-impl Drop for Place {
-    fn drop(&mut self) {
-        self.connections.table().held.remove(&self.id);
-    }
-}
-
 async fn serve(listen: SocketAddr, bus: BusHandle, shutdown: Shutdown) -> Result<(), PluginError> {
     let listener = TcpListener::bind(listen).await.map_err(|err| {
         PluginError::new(format!("metrics.listen: cannot listen on {listen}"), err)
@@ -195,80 +112,16 @@ async fn serve(listen: SocketAddr, bus: BusHandle, shutdown: Shutdown) -> Result
     if !address.ip().is_loopback() {
         tracing::warn!(%address, "metrics listener is reachable from other hosts: it has no authentication");
     }
-    let held = Arc::new(Connections::default());
-    // Lines about clients are throttled: a flood of bad connections must not flood the log.
-    let client_log = Arc::new(std::sync::Mutex::new(
-        threatbus_core::throttle::LogThrottle::default(),
-    ));
-    let tasks = tokio_util::task::TaskTracker::new();
-    loop {
-        let (stream, _) = tokio::select! {
-            _ = shutdown.stop.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(err) => {
-                    tracing::debug!(error = %err, "metrics listener: accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let allow_line = {
-            let client_log = client_log.clone();
-            move || {
-                client_log
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .allow()
-            }
-        };
-        let Some(place) = held.admit() else {
-            if let Some(suppressed) = allow_line() {
-                tracing::debug!(
-                    suppressed,
-                    "metrics listener: every connection is answering a request; new one closed"
-                );
-            }
-            continue;
-        };
+    let limits = ServerLimits {
+        max_connections: MAX_CONNECTIONS,
+        header_timeout: HEADER_TIMEOUT,
+        ..ServerLimits::default()
+    };
+    let answer = move |request: Request<Incoming>, _client| {
         let bus = bus.clone();
-        let stop = shutdown.stop.clone();
-        tasks.spawn(async move {
-            let connections = place.connections.clone();
-            let id = place.id;
-            let service = hyper::service::service_fn(move |request| {
-                let bus = bus.clone();
-                let connections = connections.clone();
-                async move {
-                    connections.set_busy(id, true);
-                    let response = answer(&bus, &request).await;
-                    connections.set_busy(id, false);
-                    Ok::<_, Infallible>(response)
-                }
-            });
-            let connection = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
-                .keep_alive(true)
-                .serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(connection);
-            tokio::select! {
-                result = connection.as_mut() => {
-                    if let Err(err) = result
-                        && let Some(suppressed) = allow_line()
-                    {
-                        tracing::debug!(error = %err, suppressed, "metrics listener: connection ended with an error");
-                    }
-                }
-                // Closed to make room for a new client: dropping the connection closes it.
-                _ = place.evict.cancelled() => {}
-                _ = stop.cancelled() => connection.as_mut().graceful_shutdown(),
-            }
-            drop(place);
-        });
-    }
-    tasks.close();
-    let _ = tokio::time::timeout(Duration::from_secs(1), tasks.wait()).await;
+        async move { answer(&bus, &request).await }
+    };
+    threatbus_net::server::serve("metrics", listener, None, limits, shutdown.stop, answer).await;
     Ok(())
 }
 
@@ -326,33 +179,6 @@ async fn answer(bus: &BusHandle, request: &Request<Incoming>) -> Response<Full<B
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_new_connection_closes_the_oldest_idle_one_when_full() {
-        let held = Arc::new(Connections::default());
-        let mut places: Vec<Place> = (0..MAX_CONNECTIONS)
-            .map(|_| held.admit().unwrap())
-            .collect();
-        // The two oldest are answering requests: the third oldest is the one to go.
-        held.set_busy(places[0].id, true);
-        held.set_busy(places[1].id, true);
-        let newcomer = held.admit().unwrap();
-        assert!(!places[0].evict.is_cancelled() && !places[1].evict.is_cancelled());
-        assert!(places[2].evict.is_cancelled());
-        assert!(places[3..].iter().all(|p| !p.evict.is_cancelled()));
-        assert_eq!(held.table().held.len(), MAX_CONNECTIONS);
-        // Its task ends and gives the place back (already taken over: nothing changes).
-        drop(places.remove(2));
-        assert_eq!(held.table().held.len(), MAX_CONNECTIONS);
-        // When every held connection is busy, a new one is turned away.
-        for place in places.iter().chain([&newcomer]) {
-            held.set_busy(place.id, true);
-        }
-        assert!(held.admit().is_none());
-        // A place given back is free again.
-        drop(newcomer);
-        assert!(held.admit().is_some());
-    }
 
     #[test]
     fn listen_takes_ports_and_addresses() {
