@@ -1,0 +1,15 @@
+//! TAXII 2.1 as Threat Bus speaks it, shared by the TAXII server app and the TAXII feed client
+//! app.
+//!
+//! The crate holds what both sides of the protocol need and nothing that does I/O: the media
+//! types and the `Accept` / `Content-Type` checks ([`media`]), the query-string filters of the
+//! GET endpoints ([`query`]), the JSON resources ([`resources`]), the envelope that carries STIX
+//! objects in both directions without parsing them into a tree ([`envelope`]) and the
+//! microsecond timestamps of `date_added` ([`time`]).
+
+#![forbid(unsafe_code)]
+
+pub mod media;
+pub mod time;
+
+pub use media::{STIX_MEDIA_TYPE, TAXII_MEDIA_TYPE, accepts_taxii, is_taxii_content_type};
