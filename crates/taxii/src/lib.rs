@@ -10,6 +10,8 @@
 #![forbid(unsafe_code)]
 
 pub mod media;
+pub mod query;
 pub mod time;
 
 pub use media::{STIX_MEDIA_TYPE, TAXII_MEDIA_TYPE, accepts_taxii, is_taxii_content_type};
+pub use query::{Filters, QueryError, VersionMatch, parse_query};
