@@ -9,9 +9,16 @@
 
 #![forbid(unsafe_code)]
 
+pub mod envelope;
 pub mod media;
 pub mod query;
+pub mod resources;
 pub mod time;
 
+pub use envelope::{Envelope, EnvelopeError, parse_envelope, write_envelope};
 pub use media::{STIX_MEDIA_TYPE, TAXII_MEDIA_TYPE, accepts_taxii, is_taxii_content_type};
 pub use query::{Filters, QueryError, VersionMatch, parse_query};
+pub use resources::{
+    ApiRoot, Collection, Collections, Discovery, ErrorMessage, Manifest, ManifestRecord, Status,
+    StatusDetails, StatusKind, Versions,
+};
