@@ -71,6 +71,11 @@ fn is_object(raw: &RawValue) -> bool {
 /// Parses an envelope body: a JSON object whose `objects`, if present, is an array of JSON
 /// objects, whose `more`, if present, is a boolean and whose `next`, if present, is a string.
 /// Other keys are ignored; `null` counts as absent.
+///
+/// The objects are checked against the JSON grammar only: a string in one may hold a lone
+/// UTF-16 surrogate escape (`"\uD800"`), which the grammar allows but no Rust string can hold.
+/// Such an object passes here and is refused when the object itself is parsed, so that one bad
+/// object does not cost the others in the envelope.
 pub fn parse_envelope(body: &[u8]) -> Result<Envelope, EnvelopeError> {
     let text = std::str::from_utf8(body)
         .map_err(|e| EnvelopeError::NotJson(format!("invalid UTF-8: {e}")))?;
@@ -249,6 +254,21 @@ mod tests {
         assert!(matches!(
             parse_envelope(br#"{"objects":[],"objects":[]}"#),
             Err(EnvelopeError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn lone_surrogates_pass_to_the_object_parser() {
+        // Found by fuzzing (taxii_envelope): grammatical JSON that does not parse into a tree.
+        let body = br#"{"objects":[{"pattern":"\uD884x"},{}]}"#;
+        let envelope = parse_envelope(body).unwrap();
+        assert_eq!(envelope.objects.len(), 2);
+        assert_eq!(envelope.objects[0].get(), r#"{"pattern":"\uD884x"}"#);
+        assert!(serde_json::from_str::<Value>(envelope.objects[0].get()).is_err());
+        // Outside `objects` the values are decoded, and refused.
+        assert!(matches!(
+            parse_envelope(br#"{"next":"\uD884x"}"#),
+            Err(EnvelopeError::NextNotString)
         ));
     }
 
