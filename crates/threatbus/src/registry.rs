@@ -11,10 +11,17 @@ use std::path::Path;
 use crate::config::{self, Config};
 
 /// A plugin: its name under `plugins.apps` or `plugins.backbones` and how to build it from its
-/// config section.
+/// config section (and what else of the configuration it depends on).
 pub struct Plugin<T> {
     pub name: &'static str,
-    pub build: fn(&Value) -> Result<T, ConfigError>,
+    pub build: fn(&Value, &Context) -> Result<T, ConfigError>,
+}
+
+/// What a plugin may need from outside its own section.
+#[derive(Debug, Default)]
+pub struct Context {
+    /// The intel store, if the configuration has one (the TAXII server serves from it).
+    pub store: Option<threatbus_store::Location>,
 }
 
 /// An app plugin.
@@ -32,22 +39,30 @@ pub const APPS: &[AppPlugin] = &[
     #[cfg(feature = "zmq")]
     AppPlugin {
         name: "zmq",
-        build: |section| Ok(Box::new(threatbus_zmq::ZmqApp::build(section)?)),
+        build: |section, _| Ok(Box::new(threatbus_zmq::ZmqApp::build(section)?)),
     },
     #[cfg(feature = "zeek")]
     AppPlugin {
         name: "zeek",
-        build: |section| Ok(Box::new(threatbus_zeek::ZeekApp::build(section)?)),
+        build: |section, _| Ok(Box::new(threatbus_zeek::ZeekApp::build(section)?)),
     },
     #[cfg(feature = "misp")]
     AppPlugin {
         name: "misp",
-        build: |section| Ok(Box::new(threatbus_misp::MispApp::build(section)?)),
+        build: |section, _| Ok(Box::new(threatbus_misp::MispApp::build(section)?)),
     },
     #[cfg(feature = "cif3")]
     AppPlugin {
         name: "cif3",
-        build: |section| Ok(Box::new(threatbus_cif3::Cif3App::build(section)?)),
+        build: |section, _| Ok(Box::new(threatbus_cif3::Cif3App::build(section)?)),
+    },
+    #[cfg(feature = "taxii")]
+    AppPlugin {
+        name: "taxii",
+        build: |section, context| {
+            let app = threatbus_taxii_server::TaxiiApp::build(section, context.store.as_ref())?;
+            Ok(Box::new(app))
+        },
     },
 ];
 
@@ -56,7 +71,7 @@ pub const BACKBONES: &[BackbonePlugin] = &[
     // One bus instance, no external service: the core routes what its apps publish itself.
     BackbonePlugin {
         name: "inmem",
-        build: |section| {
+        build: |section, _| {
             parse_section::<InMemoryConfig>("plugins.backbones.inmem", section)?;
             Ok(Carrier::Loopback)
         },
@@ -64,7 +79,7 @@ pub const BACKBONES: &[BackbonePlugin] = &[
     #[cfg(feature = "rabbitmq")]
     BackbonePlugin {
         name: "rabbitmq",
-        build: |section| {
+        build: |section, _| {
             let backbone = threatbus_rabbitmq::RabbitMq::build(section)?;
             Ok(Carrier::Backbone(Box::new(backbone)))
         },
@@ -93,12 +108,13 @@ fn build_kind<T>(
     kind: &str,
     configured: &[(String, Value)],
     compiled_in: &[Plugin<T>],
+    context: &Context,
     errors: &mut Vec<ConfigError>,
 ) -> Vec<T> {
     let mut built = Vec::new();
     for (name, section) in configured {
         match compiled_in.iter().find(|p| p.name == name) {
-            Some(plugin) => match (plugin.build)(section) {
+            Some(plugin) => match (plugin.build)(section, context) {
                 Ok(plugin) => built.push(plugin),
                 Err(err) => errors.push(err),
             },
@@ -140,8 +156,20 @@ pub fn load_and_build(
 pub fn build(config: &Config) -> Result<Plugins, Vec<ConfigError>> {
     let mut errors = Vec::new();
     let mut notes = Vec::new();
-    let apps = build_kind("apps", &config.apps, APPS, &mut errors);
-    let mut backbones = build_kind("backbones", &config.backbones, BACKBONES, &mut errors);
+    let context = Context {
+        store: config
+            .store
+            .as_ref()
+            .map(threatbus_store::StoreConfig::location),
+    };
+    let apps = build_kind("apps", &config.apps, APPS, &context, &mut errors);
+    let mut backbones = build_kind(
+        "backbones",
+        &config.backbones,
+        BACKBONES,
+        &context,
+        &mut errors,
+    );
     // A backbone is a transport between instances. The in-memory one is the identity, so next
     // to a real transport it is redundant (upstream's example config lists both).
     if backbones.len() > 1 {
@@ -226,7 +254,7 @@ mod tests {
         assert_eq!(
             errs,
             [
-                "plugins.apps.foo: unknown plugin \"foo\"; compiled-in apps: zmq, zeek, misp, cif3"
+                "plugins.apps.foo: unknown plugin \"foo\"; compiled-in apps: zmq, zeek, misp, cif3, taxii"
                     .to_owned(),
                 format!(
                     "plugins.backbones.kafka: unknown plugin \"kafka\"; compiled-in backbones: {}",
@@ -234,6 +262,20 @@ mod tests {
                 ),
             ]
         );
+    }
+
+    #[cfg(feature = "taxii")]
+    #[test]
+    fn the_taxii_server_needs_the_store() {
+        let errs = errors(&config(json!({"taxii": {}}), json!({"inmem": null})));
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(
+            errs[0].starts_with("plugins.apps.taxii: the TAXII server serves the intel store, and there is none: add a `store` section"),
+            "{errs:?}"
+        );
+        let mut with_store = config(json!({"taxii": {}}), json!({"inmem": null}));
+        with_store.store = Some(serde_json::from_value(json!({})).unwrap());
+        assert_eq!(errors(&with_store), Vec::<String>::new());
     }
 
     #[test]
@@ -248,7 +290,7 @@ mod tests {
         let errs = errors(&config(json!({}), json!({"inmem": null})));
         assert_eq!(
             errs,
-            ["plugins.apps: no app configured; compiled-in apps: zmq, zeek, misp, cif3"]
+            ["plugins.apps: no app configured; compiled-in apps: zmq, zeek, misp, cif3, taxii"]
         );
     }
 
