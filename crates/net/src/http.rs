@@ -68,10 +68,16 @@ pub enum HttpError {
 #[derive(Debug, Clone)]
 pub struct Response {
     pub status: StatusCode,
+    pub headers: http::HeaderMap,
     pub body: Bytes,
 }
 
 impl Response {
+    /// A header's value as text, if present and readable.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|value| value.to_str().ok())
+    }
+
     /// The start of the body as text, for log lines.
     pub fn preview(&self, max: usize) -> String {
         let end = self.body.len().min(max);
@@ -254,6 +260,7 @@ impl HttpClient {
                 source,
             })?;
         let status = answer.status();
+        let headers = answer.headers().clone();
         let limit = self.limits.max_body;
         let body = Limited::new(answer.into_body(), limit)
             .collect()
@@ -270,7 +277,11 @@ impl HttpClient {
                 Err(err) => HttpError::Request(err.to_string()),
             })?
             .to_bytes();
-        Ok(Response { status, body })
+        Ok(Response {
+            status,
+            headers,
+            body,
+        })
     }
 
     /// The kept-alive connection if it is still usable, else a new one.

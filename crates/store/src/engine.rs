@@ -32,6 +32,10 @@ pub trait Engine: Send {
     fn stats(&mut self, now: i64) -> Result<Stats, StoreError>;
     /// One page of versions, in the order the store added them (see [`crate::listing`]).
     fn list(&mut self, listing: &Listing) -> Result<Vec<Listed>, StoreError>;
+    /// The saved position of a TAXII feed (the feeds app's cursor), if any.
+    fn feed_cursor(&mut self, feed: &str) -> Result<Option<String>, StoreError>;
+    /// Saves the position of a TAXII feed.
+    fn set_feed_cursor(&mut self, feed: &str, cursor: &str) -> Result<(), StoreError>;
     /// The oldest and newest `modified` of the current versions.
     fn span(&mut self) -> Result<Option<(i64, i64)>, StoreError>;
     /// Removes versions modified before `before`; how many.
@@ -56,6 +60,16 @@ impl Location {
         Ok(match self {
             Self::File(path) => Box::new(SqliteStore::open(path)?),
             Self::Postgres(url) => Box::new(PgStore::open(url)?),
+        })
+    }
+
+    /// A connection beside the bus's writer for the side tables (feed cursors): for an
+    /// embedded store, one that writes without taking the store's lock; the bus must have opened
+    /// (created, migrated) the store first.
+    pub fn open_side(&self) -> Result<Box<dyn Engine>, StoreError> {
+        Ok(match self {
+            Self::File(path) => Box::new(SqliteStore::open_side(path)?),
+            Self::Postgres(url) => Box::new(PgStore::open_reader(url)?),
         })
     }
 
@@ -106,6 +120,14 @@ impl Engine for SqliteStore {
 
     fn list(&mut self, listing: &Listing) -> Result<Vec<Listed>, StoreError> {
         SqliteStore::list(self, listing)
+    }
+
+    fn feed_cursor(&mut self, feed: &str) -> Result<Option<String>, StoreError> {
+        SqliteStore::feed_cursor(self, feed)
+    }
+
+    fn set_feed_cursor(&mut self, feed: &str, cursor: &str) -> Result<(), StoreError> {
+        SqliteStore::set_feed_cursor(self, feed, cursor)
     }
 
     fn span(&mut self) -> Result<Option<(i64, i64)>, StoreError> {

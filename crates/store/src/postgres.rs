@@ -15,7 +15,7 @@ use crate::sqlite::Stats;
 use crate::{StoreError, WriteCounts};
 
 /// The schema this build writes (in `threatbus_meta`).
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// A PostgreSQL store.
 pub struct PgStore {
@@ -133,6 +133,15 @@ impl PgStore {
                 "UPDATE threatbus_versions
                  SET added = $1 - (SELECT max(position) FROM threatbus_versions) + position",
                 &[&now_micros()],
+            )?;
+        }
+        if version < 3 {
+            tx.batch_execute(
+                "CREATE TABLE threatbus_feed_cursors (
+                     feed TEXT PRIMARY KEY,
+                     cursor TEXT NOT NULL,
+                     updated BIGINT NOT NULL
+                 );",
             )?;
         }
         if version < SCHEMA_VERSION {
@@ -359,6 +368,25 @@ impl Engine for PgStore {
                 }
             })
             .collect())
+    }
+
+    fn feed_cursor(&mut self, feed: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .client
+            .query_opt(
+                "SELECT cursor FROM threatbus_feed_cursors WHERE feed = $1",
+                &[&feed],
+            )?
+            .map(|row| row.get(0)))
+    }
+
+    fn set_feed_cursor(&mut self, feed: &str, cursor: &str) -> Result<(), StoreError> {
+        self.client.execute(
+            "INSERT INTO threatbus_feed_cursors (feed, cursor, updated) VALUES ($1, $2, $3)
+             ON CONFLICT (feed) DO UPDATE SET cursor = excluded.cursor, updated = excluded.updated",
+            &[&feed, &cursor, &now_micros()],
+        )?;
+        Ok(())
     }
 
     fn span(&mut self) -> Result<Option<(i64, i64)>, StoreError> {

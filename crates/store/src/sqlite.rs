@@ -17,7 +17,7 @@ use crate::{StoreError, WriteCounts};
 
 /// The schema this build writes. A store with a greater version was written by a newer build
 /// and is refused; a smaller one is migrated forward at open.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// The application id in the SQLite header (`PRAGMA application_id`): "TBst". A file with
 /// another non-zero id is some other program's database and is refused.
@@ -141,6 +141,45 @@ impl SqliteStore {
         })
     }
 
+    /// A connection beside the writer for the small side tables (feed cursors): read-write,
+    /// but neither creating, locking nor migrating the store, which the bus has open already.
+    pub fn open_side(path: &Path) -> Result<Self, StoreError> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let connection =
+            Connection::open_with_flags(path, flags).map_err(|err| open_error(path, err))?;
+        connection
+            .busy_timeout(BUSY_TIMEOUT)
+            .map_err(|err| open_error(path, err))?;
+        Ok(Self {
+            connection,
+            path: path.to_owned(),
+            _lock: None,
+            last_added: 0,
+        })
+    }
+
+    /// The saved position of a TAXII feed, if any.
+    pub fn feed_cursor(&self, feed: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .connection
+            .query_row(
+                "SELECT cursor FROM feed_cursors WHERE feed = ?1",
+                [feed],
+                |row| row.get(0),
+            )
+            .optional()?)
+    }
+
+    /// Saves the position of a TAXII feed.
+    pub fn set_feed_cursor(&self, feed: &str, cursor: &str) -> Result<(), StoreError> {
+        self.connection.execute(
+            "INSERT INTO feed_cursors (feed, cursor, updated) VALUES (?1, ?2, ?3)
+             ON CONFLICT (feed) DO UPDATE SET cursor = excluded.cursor, updated = excluded.updated",
+            params![feed, cursor, now_micros()],
+        )?;
+        Ok(())
+    }
+
     /// Where the store lives.
     pub fn path(&self) -> &Path {
         &self.path
@@ -234,6 +273,16 @@ impl SqliteStore {
             tx.execute(
                 "UPDATE versions SET added = ?1 - (SELECT max(position) FROM versions) + position",
                 [now_micros()],
+            )?;
+        }
+        if version < 3 {
+            // Where each TAXII feed stopped, so that a restart resumes there.
+            tx.execute_batch(
+                "CREATE TABLE feed_cursors (
+                     feed TEXT PRIMARY KEY,
+                     cursor TEXT NOT NULL,
+                     updated INTEGER NOT NULL
+                 ) WITHOUT ROWID;",
             )?;
         }
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;

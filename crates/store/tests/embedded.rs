@@ -305,3 +305,24 @@ fn a_version_1_store_is_migrated_with_added_times_in_storage_order() {
     assert!(listed[0].added >= before - 1 && listed[1].added == listed[0].added + 1);
     assert!(listed[2].added > listed[1].added);
 }
+
+#[test]
+fn feed_cursors_are_kept_beside_a_running_writer_and_survive_reopening() {
+    let dir = dir("cursors");
+    let path = dir.join("store");
+    let writer = SqliteStore::open(&path).unwrap();
+    // A side connection works while the writer holds the lock.
+    let mut side = threatbus_store::Location::File(path.clone())
+        .open_side()
+        .unwrap();
+    common::cursor_scenario(side.as_mut());
+    drop((side, writer));
+    let store = SqliteStore::open(&path).unwrap();
+    assert_eq!(store.feed_cursor("isac").unwrap().as_deref(), Some("a"));
+    // There is nothing to open beside a store that does not exist.
+    assert!(
+        threatbus_store::Location::File(dir.join("absent"))
+            .open_side()
+            .is_err()
+    );
+}

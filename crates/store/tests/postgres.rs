@@ -247,3 +247,14 @@ fn a_version_1_database_is_migrated_with_added_times_in_storage_order() {
         ["001@2030-01-02", "002@2030-01-01"]
     );
 }
+
+#[test]
+fn feed_cursors_are_kept_as_in_the_embedded_store() {
+    let scratch = Scratch::new("cursors");
+    let location = scratch.location();
+    drop(location.open_writer().unwrap());
+    let mut side = location.open_side().unwrap();
+    common::cursor_scenario(side.as_mut());
+    let mut again = location.open_reader().unwrap();
+    assert_eq!(again.feed_cursor("isac").unwrap().as_deref(), Some("a"));
+}

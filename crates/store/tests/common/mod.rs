@@ -215,3 +215,20 @@ pub fn listing_scenario(store: &mut dyn threatbus_store::Engine) {
         ["002@2030-01-04", "001@2030-01-01", "003@2030-01-05"]
     );
 }
+
+/// Feed cursors: none at first, the saved one after, replaced by the next; per feed.
+pub fn cursor_scenario(store: &mut dyn threatbus_store::Engine) {
+    assert_eq!(store.feed_cursor("cert").unwrap(), None);
+    store
+        .set_feed_cursor("cert", "2030-01-01T00:00:00.000001Z")
+        .unwrap();
+    store.set_feed_cursor("isac", "a").unwrap();
+    store
+        .set_feed_cursor("cert", "2030-01-02T00:00:00.000002Z")
+        .unwrap();
+    assert_eq!(
+        store.feed_cursor("cert").unwrap().as_deref(),
+        Some("2030-01-02T00:00:00.000002Z")
+    );
+    assert_eq!(store.feed_cursor("isac").unwrap().as_deref(), Some("a"));
+}

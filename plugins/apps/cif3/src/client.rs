@@ -205,6 +205,7 @@ mod tests {
     fn response(status: u16, body: &str) -> Response {
         Response {
             status: StatusCode::from_u16(status).unwrap(),
+            headers: Default::default(),
             body: Bytes::from(body.to_owned()),
         }
     }
