@@ -171,7 +171,7 @@ def test_check_lists_every_error_and_fails(tmp_path):
     joined = "\n".join(errors)
     assert any(e.startswith("  plugins.apps.zmq.manage:") and "\"x\"" in e for e in errors), joined
     assert any(e.startswith("  plugins.apps.misp") and "kafka" in e.lower() for e in errors), joined
-    assert any(e.startswith("  plugins.apps.nonsense: unknown plugin \"nonsense\"; compiled-in apps: zmq, zeek, misp, cif3, taxii")
+    assert any(e.startswith("  plugins.apps.nonsense: unknown plugin \"nonsense\"; compiled-in apps: zmq, zeek, misp, cif3, taxii, taxii_feeds")
                for e in errors), joined
     assert any(e.startswith("  plugins.backbones.rabbitmq") and "99999" in e for e in errors), joined
 

@@ -64,6 +64,14 @@ pub const APPS: &[AppPlugin] = &[
             Ok(Box::new(app))
         },
     },
+    #[cfg(feature = "taxii_feeds")]
+    AppPlugin {
+        name: "taxii_feeds",
+        build: |section, context| {
+            let app = threatbus_taxii_feeds::TaxiiFeedsApp::build(section, context.store.as_ref())?;
+            Ok(Box::new(app))
+        },
+    },
 ];
 
 /// The compiled-in backbones.
@@ -254,7 +262,7 @@ mod tests {
         assert_eq!(
             errs,
             [
-                "plugins.apps.foo: unknown plugin \"foo\"; compiled-in apps: zmq, zeek, misp, cif3, taxii"
+                "plugins.apps.foo: unknown plugin \"foo\"; compiled-in apps: zmq, zeek, misp, cif3, taxii, taxii_feeds"
                     .to_owned(),
                 format!(
                     "plugins.backbones.kafka: unknown plugin \"kafka\"; compiled-in backbones: {}",
@@ -290,7 +298,9 @@ mod tests {
         let errs = errors(&config(json!({}), json!({"inmem": null})));
         assert_eq!(
             errs,
-            ["plugins.apps: no app configured; compiled-in apps: zmq, zeek, misp, cif3, taxii"]
+            [
+                "plugins.apps: no app configured; compiled-in apps: zmq, zeek, misp, cif3, taxii, taxii_feeds"
+            ]
         );
     }
 
