@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+import socket
 import subprocess
 import os
 import time
@@ -43,7 +44,7 @@ USERS = {WRITER[0]: {"password": WRITER[1], "write": True},
 # --------------------------------------------------------------------------- helpers
 
 
-def taxii_bus(bus_factory, store, taxii=None, users=USERS, wait=True, port=None):
+def taxii_bus(bus_factory, store, taxii=None, users=USERS, wait=True, port=None, metrics=False):
     """A bus with a store (a path or a `store` section) and the TAXII server on a free port
     (``bus.taxii_port``, ``bus.url``)."""
     manage, pub, sub, free = free_ports(4)
@@ -55,7 +56,7 @@ def taxii_bus(bus_factory, store, taxii=None, users=USERS, wait=True, port=None)
         section["users"] = users
     config["plugins"]["apps"]["taxii"] = section
     bus = bus_factory(config=config, ports=(manage, pub, sub), wait=wait,
-                      wait_ports=[manage, pub, sub, port])
+                      wait_ports=[manage, pub, sub, port], metrics=metrics)
     bus.taxii_port = port
     scheme = "https" if "tls" in (taxii or {}) else "http"
     bus.url = f"{scheme}://127.0.0.1:{port}"
@@ -612,3 +613,65 @@ def test_without_a_store_the_bus_refuses_to_start_and_check_hides_passwords(bus_
     for secret in (READER[1], WRITER[1]):
         assert secret not in done.stdout and secret not in done.stderr
     assert "taxii" in done.stderr, done.stderr
+
+
+def test_metrics_count_requests_objects_and_time(bus_factory, tmp_path):
+    bus = taxii_bus(bus_factory, tmp_path / "store", metrics=True)
+    coll = collection(bus)
+    before = bus.metrics()
+    valid = [make_indicator(f"10.9.0.{i}") for i in range(3)]
+    status = coll.add_objects(envelope(valid + [{"type": "indicator", "id": "indicator--bad"}]))
+    assert (status.success_count, status.failure_count) == (3, 1)
+    stored(coll, [o["id"] for o in valid])
+    assert raw(bus, "GET", "/threatbus/nowhere/").status_code == 404
+    assert raw(bus, "GET", "/taxii2/", user=None).status_code == 401
+    after = bus.metrics()
+    assert after.delta(before, "threatbus_taxii_objects_accepted_total") == 3
+    assert after.delta(before, "threatbus_taxii_objects_refused_total") == 1
+    assert after.delta(before, "threatbus_taxii_objects_served_total") >= 3
+    assert after.value("threatbus_taxii_requests_total", endpoint="objects", status="202") == 1
+    assert after.value("threatbus_taxii_requests_total", endpoint="objects", status="200") >= 1
+    assert after.value("threatbus_taxii_requests_total", endpoint="other", status="404") == 1
+    assert after.value("threatbus_taxii_requests_total", endpoint="discovery", status="401") == 1
+    answered = sum(v for k, v in after.items() if k.startswith("threatbus_taxii_requests_total{"))
+    assert after["threatbus_taxii_request_duration_seconds_count"] == answered
+
+
+def test_slow_and_idle_clients_do_not_lock_others_out(bus_factory, tmp_path):
+    bus = taxii_bus(bus_factory, tmp_path / "store", taxii={"max_connections": 4, "request_timeout": 1})
+    address = ("127.0.0.1", bus.taxii_port)
+    # Every place taken by clients that never finish their headers...
+    stalled = [socket.create_connection(address) for _ in range(4)]
+    for sock in stalled:
+        sock.sendall(b"GET /taxii2/ HTTP/1.1\r\nHost: x\r\n")
+    # ...and a new client is still answered: the oldest idle connection made room.
+    assert raw(bus, "GET", "/taxii2/").status_code == 200
+
+    def closed_within(sock, seconds):
+        sock.settimeout(seconds)
+        started = time.monotonic()
+        try:
+            data = sock.recv(4096)
+        except socket.timeout:
+            return False, b""
+        return time.monotonic() - started < seconds, data
+
+    # Headers that never end: the connection is closed after request_timeout.
+    slow = socket.create_connection(address)
+    slow.sendall(b"GET /taxii2/ HTTP/1.1\r\n")
+    closed, data = closed_within(slow, 5)
+    assert closed and (data == b"" or data.startswith(b"HTTP/1.1 408")), data
+    # A body that never arrives: 408 as a TAXII error after request_timeout.
+    import base64
+    credentials = base64.b64encode(f"{WRITER[0]}:{WRITER[1]}".encode()).decode()
+    body_late = socket.create_connection(address)
+    body_late.sendall((
+        f"POST /threatbus/collections/{INDICATORS_ID}/objects/ HTTP/1.1\r\nHost: x\r\n"
+        f"Authorization: Basic {credentials}\r\nAccept: {TAXII}\r\nContent-Type: {TAXII}\r\n"
+        "Content-Length: 100\r\n\r\n{\"objects\": ["
+    ).encode())
+    answered, data = closed_within(body_late, 5)
+    assert answered and data.startswith(b"HTTP/1.1 408"), data
+    assert b'"http_status":"408"' in data, data
+    for sock in stalled + [slow, body_late]:
+        sock.close()
