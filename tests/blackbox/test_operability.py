@@ -456,18 +456,22 @@ def documented_metrics() -> list[str]:
 
 
 def test_every_documented_metric_is_served_and_the_text_is_valid(bus_factory, vhost, tmp_path):  # noqa: F811
-    """With every part that has metrics of its own (RabbitMQ backbone, ZeroMQ and Zeek apps, store),
+    """With every part that has metrics of its own (RabbitMQ backbone, ZeroMQ, Zeek and TAXII apps,
+    store),
     /metrics names every metric docs/metrics.md lists, with its HELP and TYPE lines, and the
     reference parser reads the whole text."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    manage, pub, sub, zeek, port = free_ports(5)
+    manage, pub, sub, zeek, port, taxii = free_ports(6)
     config = default_config(manage, pub, sub)
     config["plugins"]["backbones"] = {"rabbitmq": backbone(vhost, "documented")}
     config["plugins"]["apps"]["zeek"] = {"host": HOST, "port": zeek}
+    config["plugins"]["apps"]["taxii"] = {"port": taxii}
     config["store"] = {"path": str(tmp_path / "store")}
     config["metrics"] = {"listen": port}
-    bus = bus_factory(config=config, ports=(manage, pub, sub), wait_ports=[manage, pub, sub, zeek, port])
+    bus = bus_factory(config=config, ports=(manage, pub, sub), wait_ports=[manage, pub, sub, zeek, port, taxii])
+    # A TAXII request makes the labelled request counter render a sample.
+    http_get(taxii, "/taxii2/")
     wait_until(lambda: http_get(port, "/ready")[0] == 200, what="/ready with RabbitMQ and Zeek up")
     status, _, text = http_get(port, "/metrics")
     assert status == 200

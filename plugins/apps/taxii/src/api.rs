@@ -359,7 +359,7 @@ impl Server {
             .headers()
             .get(header::HOST)
             .and_then(|value| value.to_str().ok())
-            .filter(|host| !host.is_empty() && host.chars().all(|c| c.is_ascii_graphic()))
+            .filter(|host| is_host_and_port(host))
             .map_or_else(
                 || format!("{}:{}", self.config.host, self.config.port),
                 str::to_owned,
@@ -835,6 +835,17 @@ fn details_of_raw(json: &[u8]) -> StatusDetails {
     }
 }
 
+/// Whether a `Host` header value can stand between `scheme://` and the API root's path: a
+/// host name or address and an optional port, nothing that would end the authority (`/`, `?`,
+/// `#`) or add user information (`@`).
+fn is_host_and_port(host: &str) -> bool {
+    !host.is_empty()
+        && host.len() <= 255
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-._~:[]%".contains(c))
+}
+
 /// A version's text: its `modified` with at least millisecond digits.
 fn version_text(modified: i64) -> String {
     let Ok(instant) = jiff::Timestamp::from_nanosecond(i128::from(modified)) else {
@@ -897,6 +908,30 @@ mod tests {
             "taxii2/",
         ] {
             assert_eq!(r(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn only_a_host_and_port_goes_into_discovery_urls() {
+        for good in [
+            "127.0.0.1:13380",
+            "taxii.example.org",
+            "[::1]:443",
+            "[fe80::1%25eth0]",
+        ] {
+            assert!(is_host_and_port(good), "{good}");
+        }
+        for bad in [
+            "",
+            "evil.example/x",
+            "a@b",
+            "a?b",
+            "a#b",
+            "a b",
+            "a\\b",
+            &"a".repeat(256),
+        ] {
+            assert!(!is_host_and_port(bad), "{bad}");
         }
     }
 
