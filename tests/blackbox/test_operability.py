@@ -456,8 +456,8 @@ def documented_metrics() -> list[str]:
 
 
 def test_every_documented_metric_is_served_and_the_text_is_valid(bus_factory, vhost, tmp_path):  # noqa: F811
-    """With every part that has metrics of its own (RabbitMQ backbone, ZeroMQ, Zeek and TAXII apps,
-    store),
+    """With every part that has metrics of its own (RabbitMQ backbone, ZeroMQ, Zeek, TAXII and
+    TAXII feeds apps, store),
     /metrics names every metric docs/metrics.md lists, with its HELP and TYPE lines, and the
     reference parser reads the whole text."""
     from prometheus_client.parser import text_string_to_metric_families
@@ -467,6 +467,11 @@ def test_every_documented_metric_is_served_and_the_text_is_valid(bus_factory, vh
     config["plugins"]["backbones"] = {"rabbitmq": backbone(vhost, "documented")}
     config["plugins"]["apps"]["zeek"] = {"host": HOST, "port": zeek}
     config["plugins"]["apps"]["taxii"] = {"port": taxii}
+    # A feed following this bus's own TAXII server: its per-feed series render at start.
+    config["plugins"]["apps"]["taxii_feeds"] = [{
+        "name": "self", "url": f"http://{HOST}:{taxii}/threatbus/", "collection": "Indicators",
+        "poll_interval": 3600,
+    }]
     config["store"] = {"path": str(tmp_path / "store")}
     config["metrics"] = {"listen": port}
     bus = bus_factory(config=config, ports=(manage, pub, sub), wait_ports=[manage, pub, sub, zeek, port, taxii])

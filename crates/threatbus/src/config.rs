@@ -209,23 +209,37 @@ pub fn apply_env_overrides(
             ));
         }
         let mut node = &mut *root;
-        for segment in &path[..path.len() - 1] {
+        for segment in &path {
+            node = child(node, segment);
+        }
+        *node = value;
+    }
+    Ok(())
+}
+
+/// The child `segment` of `node`: an element of a list when `segment` is one of its indices
+/// (`THREATBUS_PLUGINS__APPS__TAXII_FEEDS__0__PASSWORD` sets the first feed's password), else
+/// a key of a map, made a map (and the key added) if it is not one yet.
+fn child<'a>(node: &'a mut Value, segment: &str) -> &'a mut Value {
+    let index = match (&*node, segment.parse::<usize>()) {
+        (Value::Array(items), Ok(index)) if index < items.len() => Some(index),
+        _ => None,
+    };
+    match index {
+        Some(index) => match node {
+            Value::Array(items) => &mut items[index],
+            other => other,
+        },
+        None => {
             if !node.is_object() {
                 *node = Value::Object(Map::new());
             }
-            node = match node {
-                Value::Object(map) => map.entry(segment.clone()).or_insert(Value::Null),
-                _ => unreachable!("made an object above"),
-            };
-        }
-        if !node.is_object() {
-            *node = Value::Object(Map::new());
-        }
-        if let Value::Object(map) = node {
-            map.insert(path[path.len() - 1].clone(), value);
+            match node {
+                Value::Object(map) => map.entry(segment.to_owned()).or_insert(Value::Null),
+                other => other,
+            }
         }
     }
-    Ok(())
 }
 
 /// Types an environment value the way upstream's Dynaconf does (TOML literals, `@json`).
@@ -407,6 +421,28 @@ mod tests {
         assert_eq!(root["logging"], json!({"console": false}));
         assert_eq!(root["plugins"]["backbones"]["inmem"], json!({"x": 1}));
         assert!(root.get("threatbus_lowercase").is_none());
+    }
+
+    #[test]
+    fn env_overrides_reach_into_list_items_by_index() {
+        let mut root = json!({"feeds": [{"name": "a", "password": "file"}, {"name": "b"}]});
+        apply_env_overrides(
+            &mut root,
+            env(&[
+                ("THREATBUS_FEEDS__0__PASSWORD", "secret"),
+                ("THREATBUS_FEEDS__1__USERNAME", "u"),
+                // Not an index of the list: the list becomes a map, as before.
+                ("THREATBUS_OTHER__X", "1"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            root["feeds"],
+            json!([{"name": "a", "password": "secret"}, {"name": "b", "username": "u"}])
+        );
+        let mut root = json!({"feeds": [{"name": "a"}]});
+        apply_env_overrides(&mut root, env(&[("THREATBUS_FEEDS__5__NAME", "x")])).unwrap();
+        assert_eq!(root["feeds"], json!({"5": {"name": "x"}}));
     }
 
     fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
