@@ -177,6 +177,13 @@ impl Feed {
         let mut next: Option<String> = None;
         let mut saw_dates = false;
         let mut after = added_after;
+        // The previous page's X-TAXII-Date-Added-Last, not yet the cursor: objects added at the
+        // same moment (medallion dates a whole POST alike) may straddle the page boundary, so a
+        // page's last date becomes the cursor only once a later page is seen to start after it,
+        // or the poll reaches the last page. A poll that ends early (an expired `next`, a
+        // restart) then resumes where nothing can be skipped, publishing some objects again
+        // rather than losing any.
+        let mut held: Option<String> = None;
         loop {
             let mut query = format!("limit={PAGE}&added_after={}", encode(&after));
             if let Some(next) = &next {
@@ -195,19 +202,27 @@ impl Feed {
             for object in &envelope.objects {
                 self.take(object.get().as_bytes(), &mut counts).await?;
             }
+            if let (Some(previous), Some(first)) =
+                (&held, answer.header("x-taxii-date-added-first"))
+                && later(first.trim(), previous)
+            {
+                self.advance(previous.clone()).await;
+            }
             if let Some(last) = answer.header("x-taxii-date-added-last") {
                 saw_dates = true;
-                self.advance(last.trim().to_owned()).await;
+                held = Some(last.trim().to_owned());
             }
             if !envelope.more {
                 break;
             }
             match envelope.next {
                 Some(token) => next = Some(token),
-                // `more` without `next`: continue after the last date seen, if it moved on.
-                None => match &self.cursor {
-                    Some(cursor) if *cursor != after => {
-                        after = cursor.clone();
+                // `more` without `next`: continue after the last date seen, if it moved on
+                // (the only way on such a server, though it skips objects dated alike).
+                None => match &held {
+                    Some(last) if *last != after => {
+                        after = last.clone();
+                        self.advance(after.clone()).await;
                         next = None;
                     }
                     _ => {
@@ -216,6 +231,9 @@ impl Feed {
                     }
                 },
             }
+        }
+        if let Some(last) = held {
+            self.advance(last).await;
         }
         // A server that sends no date headers: the next poll asks for what was added since
         // this one started (by this machine's clock).
@@ -451,6 +469,18 @@ impl Feed {
     }
 }
 
+/// Whether the TAXII timestamp `first` is strictly after `previous` (false if either is not a
+/// timestamp: then the cursor waits for the end of the poll).
+fn later(first: &str, previous: &str) -> bool {
+    match (
+        first.parse::<jiff::Timestamp>(),
+        previous.parse::<jiff::Timestamp>(),
+    ) {
+        (Ok(first), Ok(previous)) => first > previous,
+        _ => false,
+    }
+}
+
 /// Whether an API root's `versions` entry is TAXII 2.1.
 fn supports_21(version: &str) -> bool {
     let version = version.replace(' ', "").to_ascii_lowercase();
@@ -493,6 +523,21 @@ mod tests {
             "2030-01-02T03%3A04%3A05.123456Z"
         );
         assert_eq!(encode("a b&c=d/é"), "a%20b%26c%3Dd%2F%C3%A9");
+    }
+
+    #[test]
+    fn a_page_boundary_is_safe_to_resume_after_only_when_the_dates_move_on() {
+        assert!(later(
+            "2030-01-02T03:04:05.000001Z",
+            "2030-01-02T03:04:05.000000Z"
+        ));
+        assert!(later("2030-01-02T03:04:06Z", "2030-01-02T03:04:05.999Z"));
+        assert!(!later(
+            "2030-01-02T03:04:05.000000Z",
+            "2030-01-02T03:04:05Z"
+        ));
+        assert!(!later("2030-01-02T03:04:04Z", "2030-01-02T03:04:05Z"));
+        assert!(!later("soon", "2030-01-02T03:04:05Z"));
     }
 
     #[test]
