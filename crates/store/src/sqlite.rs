@@ -150,6 +150,10 @@ impl SqliteStore {
         connection
             .busy_timeout(BUSY_TIMEOUT)
             .map_err(|err| open_error(path, err))?;
+        // As the writer: in WAL mode NORMAL loses at most the last commits on power loss.
+        connection
+            .pragma_update(None, "synchronous", "NORMAL")
+            .map_err(|err| open_error(path, err))?;
         Ok(Self {
             connection,
             path: path.to_owned(),

@@ -26,6 +26,10 @@ const PAGE: usize = 1000;
 /// The longest `Retry-After` honoured; a longer one is cut to this.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
+/// How often a poll saves its cursor in the store at most (and once more at its end): a
+/// crash republishes at most this much of a poll.
+const SAVE_EVERY: Duration = Duration::from_secs(1);
+
 /// The wait after a 429 or 503 without a usable `Retry-After`.
 const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(30);
 
@@ -62,6 +66,11 @@ pub struct Feed {
     collection: Option<String>,
     /// `added_after` of the next poll: the last `X-TAXII-Date-Added-Last` seen.
     cursor: Option<String>,
+    /// The cursor as last saved in the store, and when.
+    saved: Option<String>,
+    saved_at: Option<Instant>,
+    /// The store connection the cursor is saved with, once opened.
+    side: Option<Box<dyn threatbus_store::Engine>>,
 }
 
 /// Only the fields of an object the feed looks at before the object is parsed.
@@ -94,6 +103,9 @@ impl Feed {
             invalid_log: LogThrottle::default(),
             collection: None,
             cursor: None,
+            saved: None,
+            saved_at: None,
+            side: None,
         }
     }
 
@@ -109,6 +121,7 @@ impl Feed {
     /// Polls until the bus stops.
     pub async fn run(mut self) {
         self.cursor = self.load_cursor().await;
+        self.saved = self.cursor.clone();
         let name = self.config.name.clone();
         match &self.cursor {
             Some(cursor) => {
@@ -122,7 +135,9 @@ impl Feed {
         }
         loop {
             let started = Instant::now();
-            match self.poll().await {
+            let polled = self.poll().await;
+            self.save_cursor().await;
+            match polled {
                 Ok(counts) => {
                     self.meters.polls_ok.inc();
                     self.meters
@@ -288,17 +303,39 @@ impl Feed {
         if self.cursor.as_deref() == Some(cursor.as_str()) {
             return;
         }
-        self.cursor = Some(cursor.clone());
-        let Some(location) = self.store.clone() else {
+        self.cursor = Some(cursor);
+        if self.saved_at.is_none_or(|at| at.elapsed() >= SAVE_EVERY) {
+            self.save_cursor().await;
+        }
+    }
+
+    /// Writes the cursor to the store, if there is one and it moved since the last save. One
+    /// connection is kept for it; a save waits for the store's writer to finish a batch, so it
+    /// is done at most every [`SAVE_EVERY`] during a poll, and at its end.
+    async fn save_cursor(&mut self) {
+        let (Some(location), Some(cursor)) = (self.store.clone(), self.cursor.clone()) else {
             return;
         };
+        if self.saved.as_deref() == Some(cursor.as_str()) {
+            return;
+        }
+        self.saved_at = Some(Instant::now());
         let key = self.cursor_key();
-        let saved = tokio::task::spawn_blocking(move || {
-            location.open_side()?.set_feed_cursor(&key, &cursor)
+        let side = self.side.take();
+        let written = tokio::task::spawn_blocking(move || {
+            let mut side = match side {
+                Some(side) => side,
+                None => location.open_side()?,
+            };
+            side.set_feed_cursor(&key, &cursor)?;
+            Ok::<_, threatbus_store::StoreError>((side, cursor))
         })
         .await;
-        match saved {
-            Ok(Ok(())) => {}
+        match written {
+            Ok(Ok((side, cursor))) => {
+                self.side = Some(side);
+                self.saved = Some(cursor);
+            }
             Ok(Err(err)) => {
                 tracing::warn!(feed = %self.config.name, error = %err, "taxii feed: cannot save the cursor in the store (a restart would poll again from the last saved one)")
             }
@@ -308,7 +345,7 @@ impl Feed {
         }
     }
 
-    async fn load_cursor(&self) -> Option<String> {
+    async fn load_cursor(&mut self) -> Option<String> {
         let location = self.store.clone()?;
         let key = self.cursor_key();
         let loaded =
