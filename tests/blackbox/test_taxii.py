@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+import signal
 import socket
 import subprocess
 import os
@@ -403,6 +404,12 @@ def test_add_objects_reports_each_object_and_publishes_the_valid_ones_on_both_st
 
 
 # --------------------------------------------------------------------------- 6. delete
+    # The server's store connections close cleanly at shutdown (a PostgreSQL connection must not
+    # be dropped on a runtime thread: that once made the bus exit 1).
+    bus.signal(signal.SIGTERM)
+    assert bus.wait_exit(15) == 0, bus.log_tail()
+    assert "panicked" not in bus.log_tail()
+
 
 
 def test_delete_withdraws_an_indicator_with_a_remove_version(bus_factory, tmp_path):

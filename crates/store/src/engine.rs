@@ -44,6 +44,21 @@ pub trait Engine: Send {
     fn bytes_on_disk(&mut self) -> Result<u64, StoreError>;
 }
 
+/// Closes `engines` on a thread of their own. A PostgreSQL connection owns a runtime, which
+/// must not be dropped on one of the bus's runtime threads (tokio panics); an embedded store
+/// does not mind. Call it wherever an async task lets go of engines it kept.
+pub fn close_off_runtime(engines: Vec<Box<dyn Engine>>) {
+    if engines.is_empty() {
+        return;
+    }
+    let spawned = std::thread::Builder::new()
+        .name("store-close".into())
+        .spawn(move || drop(engines));
+    if let Err(err) = spawned {
+        tracing::warn!(error = %err, "store: cannot start a thread to close connections; leaving them open");
+    }
+}
+
 /// Where a store is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Location {

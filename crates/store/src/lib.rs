@@ -24,7 +24,7 @@ pub mod sqlite;
 use thiserror::Error;
 
 pub use config::StoreConfig;
-pub use engine::{Engine, Location};
+pub use engine::{Engine, Location, close_off_runtime};
 pub use listing::{Listed, Listing, VersionSelect};
 pub use record::{Kind, Record};
 pub use service::StoreService;

@@ -14,8 +14,25 @@ pub const CONCURRENT: usize = 4;
 #[derive(Clone)]
 pub struct Readers {
     location: Location,
-    idle: Arc<Mutex<Vec<Box<dyn Engine>>>>,
+    idle: Arc<Idle>,
     permits: Arc<Semaphore>,
+}
+
+/// The readers not in use. They are closed off the runtime when the pool goes (see
+/// [`threatbus_store::close_off_runtime`]).
+#[derive(Default)]
+struct Idle(Mutex<Vec<Box<dyn Engine>>>);
+
+impl Idle {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Box<dyn Engine>>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Drop for Idle {
+    fn drop(&mut self) {
+        threatbus_store::close_off_runtime(std::mem::take(&mut *self.lock()));
+    }
 }
 
 /// Why a read did not happen.
@@ -51,16 +68,14 @@ impl Readers {
         let idle = self.idle.clone();
         let location = self.location.clone();
         tokio::task::spawn_blocking(move || {
-            let taken = idle.lock().unwrap_or_else(PoisonError::into_inner).pop();
+            let taken = idle.lock().pop();
             let mut reader = match taken {
                 Some(reader) => reader,
                 None => location.open_reader()?,
             };
             let result = read(reader.as_mut());
             if result.is_ok() {
-                idle.lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .push(reader);
+                idle.lock().push(reader);
             }
             Ok(result?)
         })
