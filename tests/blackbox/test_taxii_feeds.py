@@ -23,6 +23,7 @@ import contextlib
 import datetime as dt
 import json
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -38,6 +39,7 @@ from taxii2client.v21 import Collection
 
 from conftest import HOST, default_config, free_ports, port_accepts, serves_metrics, to_yaml
 from tbclient import make_indicator, make_sighting
+from test_store import backend, pg_database  # noqa: F401  (fixtures)
 from test_taxii import (INDICATORS_ID, READER, SIGHTINGS_ID, WRITER, collection, envelope, run_cli,
                         stored, taxii_bus, wait_until)
 
@@ -259,7 +261,7 @@ def follower(bus_factory, feeds, store=None, metrics=True):
     manage, pub, sub = free_ports(3)
     config = default_config(manage, pub, sub)
     if store is not None:
-        config["store"] = {"path": str(store)}
+        config["store"] = dict(store) if isinstance(store, dict) else {"path": str(store)}
     config["plugins"]["apps"]["taxii_feeds"] = feeds
     return bus_factory(config=config, ports=(manage, pub, sub), metrics=metrics)
 
@@ -396,12 +398,12 @@ def test_our_server_first_poll_pages_both_collections_by_id_and_title_then_only_
 # --------------------------------------------------------------------------- 3. restarts
 
 
-def test_a_restart_on_the_same_store_resumes_after_the_stored_cursor(bus_factory, medallion, gates, tmp_path):
+def test_a_restart_on_the_same_store_resumes_after_the_stored_cursor(bus_factory, medallion, gates, backend):
     first_batch = indicators(60) + sightings(10)
     intel = intel_collection(first_batch)
     server = medallion([intel])
     gate = gates(server.port)
-    store = tmp_path / "store"
+    store = backend
     feeds = [feed("oasis", gate.url(), intel["id"])]
     bus = follower(bus_factory, feeds, store=store)
     sub = subscribe(bus)
@@ -410,6 +412,10 @@ def test_a_restart_on_the_same_store_resumes_after_the_stored_cursor(bus_factory
     assert sorted(received_ids(sub.recv_n(70, timeout=30))) == sorted(ids(first_batch))
     assert wait_polls(bus, "oasis")[0]["pages"] == 2
     wait_log(bus, "taxii feed: first poll reaches back initial_lookback", "oasis")
+    # A clean stop on either store (a PostgreSQL connection must be closed off the runtime).
+    bus.signal(signal.SIGTERM)
+    assert bus.wait_exit(15) == 0, bus.log_tail()
+    assert "panicked" not in bus.log()
     bus.stop()
     gate.close()
 

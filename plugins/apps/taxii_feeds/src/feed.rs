@@ -506,6 +506,13 @@ impl Feed {
     }
 }
 
+impl Drop for Feed {
+    fn drop(&mut self) {
+        // The kept store connection may be a PostgreSQL one, which owns a runtime.
+        threatbus_store::close_off_runtime(self.side.take().into_iter().collect());
+    }
+}
+
 /// Whether the TAXII timestamp `first` is strictly after `previous` (false if either is not a
 /// timestamp: then the cursor waits for the end of the poll).
 fn later(first: &str, previous: &str) -> bool {
