@@ -33,6 +33,27 @@ const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 /// How long a snapshot answer waits for a requester that reads nothing before it gives up.
 const STALLED_REQUESTER: Duration = Duration::from_secs(30);
 
+/// Jobs (each at most one receive, 256 records) waiting for the writer thread. When the writer
+/// falls this far behind, the store's task waits, its subscriber queue fills and the router
+/// holds up publishers (the store's subscriber blocks, it never drops): memory stays bounded in
+/// a bulk load instead of piling up records the disk has not taken yet.
+const WRITER_QUEUE: usize = 64;
+
+/// Hands `job` to the writer thread, waiting (without blocking the runtime) while its queue is
+/// full; an error if the writer is gone.
+async fn hand_over(jobs: &std_mpsc::SyncSender<Job>, mut job: Job) -> Result<(), ()> {
+    loop {
+        match jobs.try_send(job) {
+            Ok(()) => return Ok(()),
+            Err(std_mpsc::TrySendError::Full(back)) => {
+                job = back;
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            Err(std_mpsc::TrySendError::Disconnected(_)) => return Err(()),
+        }
+    }
+}
+
 /// What the service tells the writer thread.
 enum Job {
     /// What one receive took from the store's queue, in routing order.
@@ -106,7 +127,7 @@ async fn serve(
     // The writer thread takes the engine first: it must live and be dropped outside the
     // runtime (a PostgreSQL client owns a runtime of its own).
     let meters = StoreMeters::new(bus.metrics());
-    let (jobs, queue) = std_mpsc::channel();
+    let (jobs, queue) = std_mpsc::sync_channel(WRITER_QUEUE);
     let writer_meters = meters.clone();
     let retention = Duration::from_secs(config.retention.saturating_mul(86_400));
     let writer = std::thread::Builder::new()
@@ -159,7 +180,7 @@ async fn serve(
                 _ => records.extend(Record::from_message(&message)),
             }
         }
-        if !records.is_empty() && jobs.send(Job::Write(records)).is_err() {
+        if !records.is_empty() && hand_over(&jobs, Job::Write(records)).await.is_err() {
             return Err(PluginError::message("store: the writer thread stopped"));
         }
     }
@@ -168,9 +189,9 @@ async fn serve(
     while let Some(message) = receiver.try_recv() {
         records.extend(Record::from_message(&message));
     }
-    let _ = jobs.send(Job::Write(records));
+    let _ = hand_over(&jobs, Job::Write(records)).await;
     let (done, flushed) = tokio::sync::oneshot::channel();
-    let _ = jobs.send(Job::Flush(done));
+    let _ = hand_over(&jobs, Job::Flush(done)).await;
     drop(jobs);
     let _ = flushed.await;
     let _ = tokio::task::spawn_blocking(move || writer.join()).await;
