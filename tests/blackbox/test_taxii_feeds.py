@@ -650,7 +650,8 @@ class FakeTaxii(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         srv = self.server
         if url.path == "/api/":
-            return self._send(200, {"title": "fake", "versions": [TAXII], "max_content_length": 100000})
+            versions = getattr(srv, "versions", [TAXII])
+            return self._send(200, {"title": "fake", "versions": versions, "max_content_length": 100000})
         if url.path == "/api/collections/":
             return self._send(200, {"collections": [{"id": "c1", "title": "Fake", "can_read": True,
                                                      "can_write": False, "media_types": [STIX]}]})
@@ -747,3 +748,31 @@ def test_a_poll_cut_short_between_pages_with_the_same_date_added_loses_nothing(b
         sub.expect_nothing(1.5)
     finally:
         server.stop()
+
+
+def test_a_taxii_2_0_only_server_is_a_clear_error_and_the_other_feed_keeps_publishing(bus_factory):
+    old, new = free_ports(2)
+    feeds = [feed("old", f"http://{HOST}:{old}/api/", "c1", user=None),
+             feed("new", f"http://{HOST}:{new}/api/", "c1", user=None)]
+    objects, last_added = indicators(2), date_added(60)
+
+    def answer(query):
+        if query["added_after"] >= last_added:
+            return 200, {"more": False}, []
+        return 200, {"more": False, "objects": objects}, dates(last_added)
+
+    legacy = FakeServer(old, answer)
+    legacy.versions = ["application/taxii+json;version=2.0"]
+    current = FakeServer(new, answer)
+    try:
+        bus = follower(bus_factory, feeds)
+        failed = wait_log(bus, "taxii feed: poll failed", "old")
+        assert "TAXII 2.0-only servers are not supported" in failed[0], failed[0]
+        assert fields(failed[0])["reason"] == "protocol"
+        assert legacy.requests == [], "objects were asked of a 2.0 server"
+        assert wait_polls(bus, "new")[0]["published"] == 2
+        assert metric(bus, ERRORS, feed="old", reason="protocol") >= 1
+        assert metric(bus, OBJECTS, feed="new", outcome="published") == 2
+    finally:
+        legacy.stop()
+        current.stop()
