@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
-use threatbus_core::config::{ConfigError, lenient_string, parse_section, whole};
+use threatbus_core::config::{ConfigError, optional_string, parse_section, whole};
 
 /// Where the section lives in the config file.
 pub const KEY: &str = "store";
@@ -46,15 +46,6 @@ fn yes() -> bool {
 /// Up to 100 years.
 fn retention_days<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
     whole(deserializer, 1, 36_500)
-}
-
-fn optional_string<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
-    match Value::deserialize(deserializer)? {
-        Value::Null => Ok(None),
-        value => lenient_string(value)
-            .map(Some)
-            .map_err(serde::de::Error::custom),
-    }
 }
 
 fn optional_path<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<PathBuf>, D::Error> {

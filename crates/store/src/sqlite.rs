@@ -127,7 +127,13 @@ impl SqliteStore {
     /// A second, read-only connection to the store a bus has open (snapshot answers, which
     /// then never hold up the writer).
     pub fn open_reader(path: &Path) -> Result<Self, StoreError> {
-        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        Self::beside(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+    }
+
+    /// A connection beside the writer (no lock, no migration), waiting up to
+    /// [`BUSY_TIMEOUT`] for the writer's locks.
+    fn beside(path: &Path, access: OpenFlags) -> Result<Self, StoreError> {
+        let flags = access | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let connection =
             Connection::open_with_flags(path, flags).map_err(|err| open_error(path, err))?;
         connection
@@ -144,22 +150,12 @@ impl SqliteStore {
     /// A connection beside the writer for the small side tables (feed cursors): read-write,
     /// but neither creating, locking nor migrating the store, which the bus has open already.
     pub fn open_side(path: &Path) -> Result<Self, StoreError> {
-        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let connection =
-            Connection::open_with_flags(path, flags).map_err(|err| open_error(path, err))?;
-        connection
-            .busy_timeout(BUSY_TIMEOUT)
-            .map_err(|err| open_error(path, err))?;
+        let side = Self::beside(path, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
         // As the writer: in WAL mode NORMAL loses at most the last commits on power loss.
-        connection
+        side.connection
             .pragma_update(None, "synchronous", "NORMAL")
             .map_err(|err| open_error(path, err))?;
-        Ok(Self {
-            connection,
-            path: path.to_owned(),
-            _lock: None,
-            last_added: 0,
-        })
+        Ok(side)
     }
 
     /// The saved position of a TAXII feed, if any.

@@ -16,8 +16,8 @@ use thiserror::Error;
 use values::seconds;
 pub use values::{
     BackoffConfig, MAX_HOST_LENGTH, check_host, fractional_seconds, host, lenient_number,
-    lenient_string, non_negative_u64, port, positive_seconds, positive_usize, serialize_seconds,
-    whole, whole_number, whole_seconds,
+    lenient_string, non_negative_u64, optional_string, port, positive_seconds, positive_usize,
+    serialize_seconds, whole, whole_number, whole_seconds,
 };
 
 /// A configuration error: the dotted key and what is wrong with its value.

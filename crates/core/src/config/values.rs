@@ -148,6 +148,16 @@ pub fn lenient_string<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Stri
     }
 }
 
+/// A string as [`lenient_string`] reads it, or nothing (`null`, as an absent key).
+pub fn optional_string<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<String>, D::Error> {
+    match Value::deserialize(deserializer)? {
+        Value::Null => Ok(None),
+        value => lenient_string(value).map(Some).map_err(de::Error::custom),
+    }
+}
+
 /// A duration as seconds: a whole number when it is one.
 pub(crate) fn seconds(duration: Duration) -> Value {
     if duration.subsec_nanos() == 0 {

@@ -6,7 +6,8 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 use serde_json::{Value, json};
 use threatbus_core::config::{
-    BackoffConfig, ConfigError, lenient_string, parse_section, positive_seconds, whole,
+    BackoffConfig, ConfigError, lenient_string, optional_string, parse_section, positive_seconds,
+    whole,
 };
 
 /// The section's key, for errors.
@@ -73,15 +74,6 @@ fn default_types() -> Vec<String> {
 
 fn lookback_days<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
     whole(deserializer, 0, 36_500)
-}
-
-fn optional_string<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
-    match Value::deserialize(deserializer)? {
-        Value::Null => Ok(None),
-        value => lenient_string(value)
-            .map(Some)
-            .map_err(serde::de::Error::custom),
-    }
 }
 
 /// `indicator` and `sighting`, the types the bus carries.
