@@ -16,36 +16,13 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def target_dir() -> Path:
-    return Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
-
-
-def free_ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
-def accepts(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.2)
-        return s.connect_ex(("127.0.0.1", port)) == 0
+from benchkit import free_ports, indicators, rss_mib, stop, target_dir, wait_for
 
 
 def config(workdir: Path, store: bool) -> tuple[Path, int]:
@@ -65,36 +42,8 @@ def start(binary: Path, config_path: Path, manage: int, log: Path) -> tuple[subp
     started = time.monotonic()
     proc = subprocess.Popen([str(binary), "-c", str(config_path)], stdout=open(log, "wb"),
                             stderr=subprocess.STDOUT)
-    while not accepts(manage):
-        if proc.poll() is not None:
-            sys.exit(f"the bus exited: {log.read_text()[-2000:]}")
-        if time.monotonic() - started > 60:
-            sys.exit("the bus did not start within 60 s")
-        time.sleep(0.005)
+    wait_for(proc, manage, log, "the bus", limit=60)
     return proc, time.monotonic() - started
-
-
-def stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    proc.wait(30)
-
-
-def peak_rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def indicators(n: int, path: Path) -> None:
-    now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000Z")
-    with open(path, "w") as out:
-        for i in range(n):
-            out.write(
-                f'{{"type":"indicator","spec_version":"2.1","id":"indicator--{uuid.UUID(int=i, version=4)}",'
-                f'"created":"{now}","modified":"{now}","pattern":"[ipv4-addr:value = \'10.{(i >> 16) & 255}.{(i >> 8) & 255}.{i & 255}\']",'
-                f'"pattern_type":"stix","valid_from":"{now}","name":"store benchmark {i}","labels":["malicious-activity"]}}\n'
-            )
 
 
 def loadgen(binary: Path, manage: int, pid: int, n: int) -> float:
@@ -118,7 +67,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="threatbus-store-bench-") as tmp:
         workdir = Path(tmp)
         feed = workdir / "indicators.ndjson"
-        indicators(args.objects, feed)
+        indicators(args.objects, feed, name="store benchmark", age=dt.timedelta(0), spacing=dt.timedelta(0),
+                   seed=None)
         store_config, manage = config(workdir, store=True)
 
         started = time.monotonic()
@@ -140,17 +90,17 @@ def main() -> None:
                                str(args.objects), "--idle", "30", "stix2/indicator"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=3600)
         snapshot_s = time.monotonic() - started
-        rss = peak_rss_mib(proc.pid)
+        rss = rss_mib(proc.pid)[1]
         status = "complete" if tail.returncode == 0 else f"tail exited {tail.returncode}: {tail.stderr[-500:]}"
         print(f"snapshot   {args.objects:,} objects to a ZeroMQ subscriber in {snapshot_s:.1f} s: "
               f"{args.objects / snapshot_s:,.0f} objects/s; bus peak RSS {rss:.1f} MiB ({status})")
         with_store = loadgen(generator, manage, proc.pid, args.loadgen_n)
-        stop(proc)
+        stop(proc, 30)
 
         plain_config, plain_manage = config(workdir, store=False)
         proc, _ = start(threatbus, plain_config, plain_manage, workdir / "bus-plain.log")
         without_store = loadgen(generator, plain_manage, proc.pid, args.loadgen_n)
-        stop(proc)
+        stop(proc, 30)
         print(f"throughput K=1, N={args.loadgen_n:,}: store on {with_store:,.0f} msg/s, off {without_store:,.0f} msg/s "
               f"(ratio {with_store / without_store:.2f})")
 

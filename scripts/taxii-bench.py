@@ -30,91 +30,22 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
 import random
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import requests
 from taxii2client.v21 import Collection, as_pages
 
-ROOT = Path(__file__).resolve().parents[1]
-COLLECTION = "3b8d8b4e-3f5a-4c1e-9c7d-1e2f3a4b5c61"
+from benchkit import COLLECTION, PASSWORD, USER, free_ports, indicators, rss_mib, stop, target_dir, wait_for
+
 TAXII = "application/taxii+json;version=2.1"
-USER, PASSWORD = "bench", "bench-password"
-
-
-def target_dir() -> Path:
-    return Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def accepts(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.2)
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
-def wait_for(proc: subprocess.Popen, port: int, log: Path, what: str, limit: float = 120) -> float:
-    started = time.monotonic()
-    while not accepts(port):
-        if proc.poll() is not None:
-            sys.exit(f"{what} exited: {log.read_text()[-2000:]}")
-        if time.monotonic() - started > limit:
-            sys.exit(f"{what} did not start within {limit:.0f} s")
-        time.sleep(0.01)
-    return time.monotonic() - started
-
-
-def stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
-def rss_mib(pid: int) -> tuple[float, float]:
-    """(VmRSS, VmHWM) in MiB."""
-    fields = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(("VmRSS:", "VmHWM:")):
-            key, value = line.split(":", 1)
-            fields[key] = int(value.split()[0]) / 1024
-    return fields.get("VmRSS", float("nan")), fields.get("VmHWM", float("nan"))
-
-
-def stix_time(at: dt.datetime) -> str:
-    return at.strftime("%Y-%m-%dT%H:%M:%S.") + f"{at.microsecond // 1000:03d}Z"
-
-
-def indicators(n: int, path: Path) -> None:
-    """n valid STIX 2.1 indicators, one per line; created/modified 1 ms apart."""
-    rng = random.Random(2112)
-    base = dt.datetime.now(dt.timezone.utc).replace(microsecond=0) - dt.timedelta(days=30)
-    with open(path, "w") as out:
-        for i in range(n):
-            when = stix_time(base + dt.timedelta(milliseconds=i))
-            out.write(
-                f'{{"type":"indicator","spec_version":"2.1","id":"indicator--{uuid.UUID(int=rng.getrandbits(128), version=4)}",'
-                f'"created":"{when}","modified":"{when}","name":"taxii benchmark {i}",'
-                f'"pattern":"[ipv4-addr:value = \'10.{(i >> 16) & 255}.{(i >> 8) & 255}.{i & 255}\']",'
-                f'"pattern_type":"stix","valid_from":"{when}","labels":["malicious-activity"]}}\n'
-            )
 
 
 def head(source: Path, n: int, path: Path) -> None:
@@ -142,7 +73,7 @@ class Bus:
 
     def __init__(self, binary: Path, workdir: Path, name: str, page_size: int) -> None:
         self.binary, self.workdir, self.name = binary, workdir, name
-        self.port = free_port()
+        self.port = free_ports(1)[0]
         self.store = workdir / f"store-{name}"
         self.config = workdir / f"config-{name}.yaml"
         self.config.write_text(
@@ -174,13 +105,13 @@ class Bus:
         log = self.workdir / f"bus-{self.name}.log"
         self.proc = subprocess.Popen([str(self.binary), "-c", str(self.config)], stdout=open(log, "wb"),
                                      stderr=subprocess.STDOUT)
-        took = wait_for(self.proc, self.port, log, "the bus")
+        took = wait_for(self.proc, self.port, log, "the bus", interval=0.01)
         print(f"[{self.name}] TAXII server answers {took * 1000:.0f} ms after the start "
               f"(RSS {rss_mib(self.proc.pid)[0]:.1f} MiB)", flush=True)
 
     def stop(self) -> None:
         if self.proc:
-            stop(self.proc)
+            stop(self.proc, 30)
             self.proc = None
 
     def remove_store(self) -> None:
@@ -343,16 +274,16 @@ def medallion_run(medallion: Path, feed: Path, n: int, page: int, workdir: Path,
         "users": {USER: PASSWORD},
         "taxii": {"max_page_size": page},
     }))
-    port = free_port()
+    port = free_ports(1)[0]
     log = workdir / f"medallion-{n}.log"
     proc = subprocess.Popen([str(medallion), "--host", "127.0.0.1", "--port", str(port), "--log-level", "WARN",
                              str(conf)], stdout=open(log, "wb"), stderr=subprocess.STDOUT)
     try:
-        wait_for(proc, port, log, "medallion")
+        wait_for(proc, port, log, "medallion", interval=0.01)
         result = paging_with_limit(f"http://127.0.0.1:{port}/bench/collections/{COLLECTION}/", page, n, proc.pid,
                                    timeout)
     finally:
-        stop(proc)
+        stop(proc, 30)
     return result
 
 

@@ -41,104 +41,19 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
-import random
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import zmq
 
-ROOT = Path(__file__).resolve().parents[1]
-COLLECTION = "3b8d8b4e-3f5a-4c1e-9c7d-1e2f3a4b5c61"
-USER, PASSWORD = "bench", "bench-password"
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def target_dir() -> Path:
-    return Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
-
-
-def free_ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
-def accepts(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.2)
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
-def wait_for(proc: subprocess.Popen, port: int, log: Path, what: str, limit: float = 120) -> float:
-    started = time.monotonic()
-    while not accepts(port):
-        if proc.poll() is not None:
-            sys.exit(f"{what} exited: {log.read_text()[-2000:]}")
-        if time.monotonic() - started > limit:
-            sys.exit(f"{what} did not start within {limit:.0f} s")
-        time.sleep(0.005)
-    return time.monotonic() - started
-
-
-def stop(proc: subprocess.Popen) -> float:
-    """SIGTERM and wait; the seconds the process took to exit."""
-    started = time.monotonic()
-    proc.terminate()
-    try:
-        proc.wait(60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    return time.monotonic() - started
-
-
-def status_mib(pid: int) -> tuple[float, float]:
-    """(VmRSS, VmHWM) in MiB."""
-    fields = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(("VmRSS:", "VmHWM:")):
-            key, value = line.split(":", 1)
-            fields[key] = int(value.split()[0]) / 1024
-    return fields.get("VmRSS", float("nan")), fields.get("VmHWM", float("nan"))
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of the process (all its threads)."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2:].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
-
-
-def stix_time(at: dt.datetime) -> str:
-    return at.strftime("%Y-%m-%dT%H:%M:%S.") + f"{at.microsecond // 1000:03d}Z"
-
-
-def indicators(n: int, path: Path) -> None:
-    """n valid STIX 2.1 indicators, one per line (as scripts/taxii-bench.py writes them)."""
-    rng = random.Random(2112)
-    base = dt.datetime.now(dt.timezone.utc).replace(microsecond=0) - dt.timedelta(days=1)
-    with open(path, "w") as out:
-        for i in range(n):
-            when = stix_time(base + dt.timedelta(milliseconds=i))
-            out.write(
-                f'{{"type":"indicator","spec_version":"2.1","id":"indicator--{uuid.UUID(int=rng.getrandbits(128), version=4)}",'
-                f'"created":"{when}","modified":"{when}","name":"taxii benchmark {i}",'
-                f'"pattern":"[ipv4-addr:value = \'10.{(i >> 16) & 255}.{(i >> 8) & 255}.{i & 255}\']",'
-                f'"pattern_type":"stix","valid_from":"{when}","labels":["malicious-activity"]}}\n'
-            )
+from benchkit import (COLLECTION, PASSWORD, USER, cpu_seconds, free_ports, indicators, rss_mib, stop, target_dir,
+                      wait_for)
 
 
 def log_time(stamp: str) -> float:
@@ -193,7 +108,7 @@ class Sampler(threading.Thread):
         while not self.done.is_set():
             for name, pid in self.pids.items():
                 try:
-                    self.peak[name] = max(self.peak[name], status_mib(pid)[0])
+                    self.peak[name] = max(self.peak[name], rss_mib(pid)[0])
                 except (OSError, ValueError):
                     pass
             self.samples += 1
@@ -410,8 +325,8 @@ def one_run(args, source: Source, workdir: Path, store: bool, subscriber: bool, 
     end = log_time(polled["timestamp"])
     follower_cpu = cpu_seconds(follower.proc.pid)
     source_cpu = cpu_seconds(source.proc.pid) - source_cpu0
-    follower_hwm = status_mib(follower.proc.pid)[1]
-    source_hwm = status_mib(source.proc.pid)[1]
+    follower_hwm = rss_mib(follower.proc.pid)[1]
+    source_hwm = rss_mib(source.proc.pid)[1]
     if subscriber:
         answered = follower.log.find("taxii feed: the server answers again")
         if not answered:
@@ -500,7 +415,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="threatbus-taxii-feeds-bench-") as tmp:
         workdir = Path(tmp)
         feed = workdir / "indicators.ndjson"
-        indicators(args.objects, feed)
+        indicators(args.objects, feed, age=dt.timedelta(days=1))
         source = Source(args.bin, workdir, free_ports(1)[0])
         report["import"] = source.import_(feed, args.objects)
         feed.unlink()
