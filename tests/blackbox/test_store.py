@@ -434,3 +434,44 @@ def test_the_bus_prunes_what_is_older_than_the_retention_when_it_starts(bus_fact
         ids.add(subscriber.recv(timeout=15)[1]["id"])
     assert tbclient.fence(publisher, subscriber) == []
     assert old["id"] not in ids
+
+
+def test_a_dropped_postgresql_connection_is_reopened_and_nothing_is_lost(bus_factory, pg_database):
+    """PostgreSQL restarted, a proxy closed the connection: the store reopens its connection and
+    writes the batch that failed, instead of losing every write until the bus restarts."""
+    bus = store_bus(bus_factory, {"url": pg_database}, metrics=True)
+    publisher = bus.publisher()
+    database = pg_database.rsplit("/", 1)[1]
+
+    def stored() -> int:
+        done = subprocess.run(["psql", "-h", "127.0.0.1", "-p", str(PG_PORT), "-U", "postgres", "-d", database,
+                               "-tAc", "SELECT count(*) FROM threatbus_versions"],
+                              capture_output=True, text=True, timeout=30)
+        assert done.returncode == 0, done.stderr
+        return int(done.stdout.strip())
+
+    def wait_stored(n: int):
+        deadline = time.monotonic() + 15
+        while stored() < n:
+            assert time.monotonic() < deadline, f"{stored()} of {n} versions stored\n{bus.log_tail()}"
+            time.sleep(0.1)
+
+    first = [tbclient.make_indicator(f"10.77.0.{i}") for i in range(5)]
+    for indicator in first:
+        publisher.send("stix2/indicator", indicator)
+    wait_stored(5)
+    # Every connection of the bus to its database goes, as when the server restarts.
+    psql(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+         f"WHERE datname = '{database}' AND pid <> pg_backend_pid()")
+    second = [tbclient.make_indicator(f"10.77.1.{i}") for i in range(5)]
+    for indicator in second:
+        publisher.send("stix2/indicator", indicator)
+    wait_stored(10)
+    assert stored() == 10
+    log = bus.log()
+    assert "store: write failed; reopening the store" in log, bus.log_tail()
+    assert "store: reopened after a failed write" in log, bus.log_tail()
+    assert "these records are lost" not in log
+    metrics = bus.metrics()
+    assert metrics.value("threatbus_store_writes_total", outcome="lost") == 0
+    assert metrics.value("threatbus_store_writes_total", outcome="current") == 10

@@ -14,7 +14,7 @@ pub const STORE_OBJECTS: Metric = Metric::gauge(
 /// Versions written.
 pub const STORE_WRITES: Metric = Metric::counter(
     "threatbus_store_writes_total",
-    "Versions the store took, by outcome: current (became its object's current version), history (older than the current one), repeated (already stored).",
+    "Versions the store took, by outcome: current (became its object's current version), history (older than the current one), repeated (already stored), lost (the write failed twice, the store reopened in between).",
     &["outcome"],
 );
 /// Commit latency.
@@ -52,6 +52,8 @@ pub const METRICS: &[&Metric] = &[
 pub struct StoreMeters {
     objects: [Gauge; 4],
     writes: [Counter; 3],
+    /// Versions whose write failed even after the store was reopened.
+    pub lost: Counter,
     pub commit: Histogram,
     pub pruned: Counter,
     pub snapshot_indicators: Counter,
@@ -71,6 +73,7 @@ impl StoreMeters {
                 objects("sighting", "stored"),
             ],
             writes: [writes("current"), writes("history"), writes("repeated")],
+            lost: writes("lost"),
             commit: registry.histogram(&STORE_COMMIT),
             pruned: registry.counter(&STORE_PRUNED, &[]),
             snapshot_indicators: registry.counter(&STORE_SNAPSHOT_OBJECTS, &["indicator"]),

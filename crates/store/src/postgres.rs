@@ -17,6 +17,9 @@ use crate::{StoreError, WriteCounts};
 /// The schema this build writes (in `threatbus_meta`).
 pub const SCHEMA_VERSION: i64 = 3;
 
+/// How long connecting may take unless the URL says (`connect_timeout=`).
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// A PostgreSQL store.
 pub struct PgStore {
     client: Client,
@@ -58,6 +61,11 @@ fn connect(url: &str) -> Result<Client, StoreError> {
             url,
             "sslmode=require: TLS to PostgreSQL is not supported yet (use a local socket, a tunnel or sslmode=disable)",
         ));
+    }
+    let mut config = config;
+    // A server that does not answer must not hold the writer (and so the bus) for long.
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(CONNECT_TIMEOUT);
     }
     config
         .connect(NoTls)

@@ -132,7 +132,10 @@ async fn serve(
     let retention = Duration::from_secs(config.retention.saturating_mul(86_400));
     let writer = std::thread::Builder::new()
         .name("store-writer".into())
-        .spawn(move || write_loop(store, queue, writer_meters, retention))
+        .spawn({
+            let location = location.clone();
+            move || write_loop(store, location, queue, writer_meters, retention)
+        })
         .map_err(|err| PluginError::new("store: cannot start the writer thread", err))?;
 
     let mut receiver = bus
@@ -198,52 +201,114 @@ async fn serve(
     Ok(())
 }
 
+/// The write connection, reopened when a write breaks it (a PostgreSQL server restarted or a
+/// proxy closed the connection: the old client never works again).
+struct Writer {
+    location: Location,
+    store: Option<Box<dyn Engine>>,
+    meters: StoreMeters,
+    /// Lines about failed writes and reopens: an outage is a few lines, not one per batch.
+    failures: threatbus_core::throttle::LogThrottle,
+}
+
+impl Writer {
+    /// The engine, opened again first if the last write failed; `None` while it cannot be.
+    fn engine(&mut self) -> Option<&mut Box<dyn Engine>> {
+        if self.store.is_none() {
+            match self.location.open_writer() {
+                Ok(store) => {
+                    tracing::info!(store = %self.location.describe(), "store: reopened after a failed write");
+                    self.store = Some(store);
+                }
+                Err(err) => {
+                    if let Some(suppressed) = self.failures.allow() {
+                        tracing::error!(error = %err, suppressed, "store: cannot reopen the store after a failed write");
+                    }
+                    return None;
+                }
+            }
+        }
+        self.store.as_mut()
+    }
+
+    /// Commits `pending` and empties it. A failed write closes the connection and is tried once
+    /// more on a fresh one; what fails twice is lost, logged and counted.
+    fn commit(&mut self, pending: &mut Vec<Record>) {
+        if pending.is_empty() {
+            return;
+        }
+        for attempt in 1..=2 {
+            let Some(store) = self.engine() else {
+                break;
+            };
+            let started = Instant::now();
+            let written = store.write(pending);
+            self.meters.commit.observe(started.elapsed());
+            match written {
+                Ok(counts) => {
+                    self.meters.wrote(counts);
+                    tracing::debug!(
+                        records = pending.len(),
+                        current = counts.current,
+                        history = counts.history,
+                        repeated = counts.repeated,
+                        micros = started.elapsed().as_micros() as u64,
+                        "store: batch committed"
+                    );
+                    pending.clear();
+                    return;
+                }
+                Err(err) => {
+                    if let Some(suppressed) = self.failures.allow() {
+                        tracing::warn!(error = %err, records = pending.len(), attempt, suppressed, "store: write failed; reopening the store");
+                    }
+                    // Closed here, on the writer's own thread (a PostgreSQL client owns a
+                    // runtime), before the store is opened again (an embedded store's lock).
+                    self.store = None;
+                }
+            }
+        }
+        self.meters.lost.add(pending.len() as u64);
+        tracing::error!(
+            records = pending.len(),
+            "store: write failed twice; these records are lost (routing went on)"
+        );
+        pending.clear();
+    }
+}
+
 /// Owns the write connection: commits what arrives at least every [`FLUSH_INTERVAL`], and at
 /// once when a batch is full or a flush is asked for.
 fn write_loop(
-    mut store: Box<dyn Engine>,
+    store: Box<dyn Engine>,
+    location: Location,
     jobs: std_mpsc::Receiver<Job>,
     meters: StoreMeters,
     retention: Duration,
 ) {
+    let mut writer = Writer {
+        location,
+        store: Some(store),
+        meters: meters.clone(),
+        failures: threatbus_core::throttle::LogThrottle::default(),
+    };
     let mut pending: Vec<Record> = Vec::with_capacity(BATCH);
     let mut oldest: Option<Instant> = None;
     let mut next_prune = Instant::now();
     let mut next_stats = Instant::now();
-    let commit = |store: &mut Box<dyn Engine>, pending: &mut Vec<Record>| {
-        if pending.is_empty() {
-            return;
-        }
-        let started = Instant::now();
-        let written = store.write(pending);
-        meters.commit.observe(started.elapsed());
-        match written {
-            Ok(counts) => {
-                meters.wrote(counts);
-                tracing::debug!(
-                    records = pending.len(),
-                    current = counts.current,
-                    history = counts.history,
-                    repeated = counts.repeated,
-                    micros = started.elapsed().as_micros() as u64,
-                    "store: batch committed"
-                )
-            }
-            Err(err) => {
-                tracing::error!(error = %err, records = pending.len(), "store: write failed; these records are lost")
-            }
-        }
-        pending.clear();
-    };
     loop {
         if Instant::now() >= next_prune {
-            prune(&mut store, retention, &meters);
+            if let Some(store) = writer.engine() {
+                prune(store, retention, &meters);
+            }
             next_prune = Instant::now() + PRUNE_EVERY;
         }
         if Instant::now() >= next_stats {
-            match store.stats(now_nanos()) {
-                Ok(stats) => meters.holds(&stats),
-                Err(err) => tracing::warn!(error = %err, "store: cannot count its objects"),
+            if let Some(store) = writer.engine() {
+                match store.stats(now_nanos()) {
+                    Ok(stats) => meters.holds(&stats),
+                    Err(err) => tracing::warn!(error = %err, "store: cannot count its objects"),
+                }
             }
             next_stats = Instant::now() + STATS_EVERY;
         }
@@ -255,21 +320,21 @@ fn write_loop(
                 pending.extend(records);
                 oldest.get_or_insert_with(Instant::now);
                 if pending.len() >= BATCH {
-                    commit(&mut store, &mut pending);
+                    writer.commit(&mut pending);
                     oldest = None;
                 }
             }
             Ok(Job::Flush(done)) => {
-                commit(&mut store, &mut pending);
+                writer.commit(&mut pending);
                 oldest = None;
                 let _ = done.send(());
             }
             Err(std_mpsc::RecvTimeoutError::Timeout) => {
-                commit(&mut store, &mut pending);
+                writer.commit(&mut pending);
                 oldest = None;
             }
             Err(std_mpsc::RecvTimeoutError::Disconnected) => {
-                commit(&mut store, &mut pending);
+                writer.commit(&mut pending);
                 return;
             }
         }
