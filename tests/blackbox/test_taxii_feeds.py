@@ -776,3 +776,33 @@ def test_a_taxii_2_0_only_server_is_a_clear_error_and_the_other_feed_keeps_publi
     finally:
         legacy.stop()
         current.stop()
+
+
+def test_https_feeds_trust_their_ca_file_and_verify_can_be_turned_off(bus_factory, tmp_path, monkeypatch):
+    # requests lets these override the client's CA file (the bus under test does not read them).
+    for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
+        monkeypatch.delenv(name, raising=False)
+    tls_dir = Path(__file__).parent / "tls"
+    tls = {"certificate": str(tls_dir / "bus.pem"), "key": str(tls_dir / "bus.key")}
+    source = taxii_bus(bus_factory, tmp_path / "source", {"tls": tls})
+    sent = indicators(12, net=5)
+    coll = Collection(f"{source.url}/threatbus/collections/{INDICATORS_ID}/", user=WRITER[0],
+                      password=WRITER[1], verify=str(tls_dir / "ca.pem"))
+    assert coll.add_objects(envelope(sent)).success_count == 12
+    wait_until(lambda: len(coll.get_objects().get("objects", [])) == 12, 15, "12 indicators stored")
+
+    url = f"https://127.0.0.1:{source.taxii_port}/threatbus/"
+    bus = follower(bus_factory, [
+        feed("trusted", url, INDICATORS_ID, user=READER, ca_file=str(tls_dir / "ca.pem")),
+        feed("untrusted", url, INDICATORS_ID, user=READER),
+        feed("unverified", url, INDICATORS_ID, user=READER, verify=False),
+    ])
+    assert wait_polls(bus, "trusted")[0]["published"] == 12
+    assert wait_polls(bus, "unverified")[0]["published"] == 12
+    # Without the CA the certificate is refused: a network error, retried, nothing published.
+    refused = wait_log(bus, "taxii feed: request failed; retrying", "untrusted")
+    assert fields(refused[0])["reason"] == "network", refused[0]
+    assert "certificate" in refused[0].lower() or "tls" in refused[0].lower(), refused[0]
+    assert polls(bus, "untrusted") == []
+    assert metric(bus, OBJECTS, feed="untrusted", outcome="published") == 0
+    assert metric(bus, ERRORS, feed="untrusted", reason="network") >= 1
