@@ -806,3 +806,23 @@ def test_https_feeds_trust_their_ca_file_and_verify_can_be_turned_off(bus_factor
     assert polls(bus, "untrusted") == []
     assert metric(bus, OBJECTS, feed="untrusted", outcome="published") == 0
     assert metric(bus, ERRORS, feed="untrusted", reason="network") >= 1
+
+
+def test_a_page_over_the_size_cap_ends_the_poll_instead_of_being_retried(bus_factory):
+    port = free_ports(1)[0]
+
+    def answer(query):
+        return 200, {"more": False, "objects": [], "padding": "x" * (65 << 20)}, []
+
+    server = FakeServer(port, answer)
+    try:
+        bus = follower(bus_factory, [feed("huge", f"http://{HOST}:{port}/api/", "c1", user=None,
+                                          poll_interval=3600)])
+        failed = wait_log(bus, "taxii feed: poll failed", "huge")
+        assert fields(failed[0])["reason"] == "protocol", failed[0]
+        assert "larger than" in failed[0], failed[0]
+        time.sleep(1)
+        assert len(server.requests) == 1, "an answer over the cap was asked for again at once"
+        assert metric(bus, ERRORS, feed="huge", reason="protocol") == 1
+    finally:
+        server.stop()

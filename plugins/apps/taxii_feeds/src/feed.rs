@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use threatbus_core::throttle::LogThrottle;
 use threatbus_core::{BusHandle, Message};
-use threatbus_net::http::{HttpClient, Response};
+use threatbus_net::http::{HttpClient, HttpError, Response};
 use threatbus_net::{Backoff, FailureStreak};
 use threatbus_store::Location;
 use threatbus_taxii::{ApiRoot, Collections, TAXII_MEDIA_TYPE, parse_envelope};
@@ -482,6 +482,15 @@ impl Feed {
                         500..=599 => (Failure::Server, detail, None),
                         _ => return Err(PollError::Failed(Failure::Protocol, detail)),
                     }
+                }
+                // An answer over the size cap would be as large on every try: not retried now.
+                Err(err @ HttpError::TooLarge { .. }) => {
+                    return Err(PollError::Failed(
+                        Failure::Protocol,
+                        format!(
+                            "{what}: {err} (a page that large is not read; does the server ignore `limit`?)"
+                        ),
+                    ));
                 }
                 Err(err) => (Failure::Network, format!("{what}: {err}"), None),
             };
