@@ -1,9 +1,6 @@
-//! What every store engine does, and where a store is.
-
-use std::path::PathBuf;
+//! What every store engine does.
 
 use crate::listing::{Listed, Listing};
-use crate::postgres::PgStore;
 use crate::record::{Kind, Record};
 use crate::sqlite::{SqliteStore, Stats};
 use crate::{StoreError, WriteCounts};
@@ -56,52 +53,6 @@ pub fn close_off_runtime(engines: Vec<Box<dyn Engine>>) {
         .spawn(move || drop(engines));
     if let Err(err) = spawned {
         tracing::warn!(error = %err, "store: cannot start a thread to close connections; leaving them open");
-    }
-}
-
-/// Where a store is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Location {
-    /// The embedded store's file.
-    File(PathBuf),
-    /// A PostgreSQL database (the URL as configured).
-    Postgres(String),
-}
-
-impl Location {
-    /// The store for writing: the one writer of an embedded store (`<path>.lock`), or one
-    /// more writer of a shared PostgreSQL store. Creates or migrates the schema.
-    pub fn open_writer(&self) -> Result<Box<dyn Engine>, StoreError> {
-        Ok(match self {
-            Self::File(path) => Box::new(SqliteStore::open(path)?),
-            Self::Postgres(url) => Box::new(PgStore::open(url)?),
-        })
-    }
-
-    /// A connection beside the bus's writer for the side tables (feed cursors): for an
-    /// embedded store, one that writes without taking the store's lock; the bus must have opened
-    /// (created, migrated) the store first.
-    pub fn open_side(&self) -> Result<Box<dyn Engine>, StoreError> {
-        Ok(match self {
-            Self::File(path) => Box::new(SqliteStore::open_side(path)?),
-            Self::Postgres(url) => Box::new(PgStore::open_reader(url)?),
-        })
-    }
-
-    /// The store for reading, beside its writer.
-    pub fn open_reader(&self) -> Result<Box<dyn Engine>, StoreError> {
-        Ok(match self {
-            Self::File(path) => Box::new(SqliteStore::open_reader(path)?),
-            Self::Postgres(url) => Box::new(PgStore::open_reader(url)?),
-        })
-    }
-
-    /// For log lines and errors: the file, or the server and database (no password).
-    pub fn describe(&self) -> String {
-        match self {
-            Self::File(path) => path.display().to_string(),
-            Self::Postgres(url) => crate::postgres::describe(url),
-        }
     }
 }
 

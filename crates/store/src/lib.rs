@@ -4,7 +4,7 @@
 //!
 //! * [`config`]: the `store` section;
 //! * [`record`]: what is kept of a message;
-//! * [`engine`]: what every engine does, and where a store is;
+//! * [`engine`]: what every engine does; [`location`]: where a store is, opened for each use;
 //! * [`listing`]: versions in the order they were added, a page at a time (TAXII);
 //! * [`sqlite`]: the embedded engine; [`postgres`]: the shared one;
 //! * [`service`]: the bus service that writes what the router routes and answers the snapshot
@@ -15,6 +15,7 @@
 pub mod config;
 pub mod engine;
 pub mod listing;
+pub mod location;
 pub mod metrics;
 pub mod postgres;
 pub mod record;
@@ -24,8 +25,9 @@ pub mod sqlite;
 use thiserror::Error;
 
 pub use config::StoreConfig;
-pub use engine::{Engine, Location, close_off_runtime};
+pub use engine::{Engine, close_off_runtime};
 pub use listing::{Listed, Listing, VersionSelect};
+pub use location::Location;
 pub use record::{Kind, Record};
 pub use service::StoreService;
 pub use sqlite::{SqliteStore, Stats};

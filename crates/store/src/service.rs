@@ -13,7 +13,8 @@ use threatbus_core::message::{Body, Message, MessageType, SnapshotRequest};
 use threatbus_core::queue::RequesterRoom;
 use threatbus_core::{App, BoxFuture, BusHandle, PluginError, Shutdown, SubscriberOptions};
 
-use crate::engine::{Engine, Location};
+use crate::engine::Engine;
+use crate::location::Location;
 use crate::metrics::StoreMeters;
 use crate::record::{Kind, Record};
 use crate::{StoreConfig, StoreError};
