@@ -12,6 +12,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::BusError;
+use crate::catchup::{self, CatchUpSource, Replay, Work, WorkSource};
+use crate::command::Command;
 use crate::config::BusConfig;
 use crate::handle::BusHandle;
 use crate::intake::{Inbound, Outbound};
@@ -31,6 +33,8 @@ pub struct Bus {
     /// Run like apps, but not counted as apps (e.g. the metrics listener).
     services: Vec<Box<dyn App>>,
     metrics: Arc<Registry>,
+    /// Where subscribers that fall behind are fed from (the store), if anywhere.
+    catch_up: Option<Arc<dyn CatchUpSource>>,
 }
 
 /// Which plugin a task runs, for error messages.
@@ -61,7 +65,14 @@ impl Bus {
             apps,
             services: Vec::new(),
             metrics: Arc::default(),
+            catch_up: None,
         }
+    }
+
+    /// Feeds `drop_newest` subscribers that fall behind from `source` instead of dropping for
+    /// them (unless `bus.catch_up_timeout` is 0); see [`crate::catchup`].
+    pub fn set_catch_up(&mut self, source: Arc<dyn CatchUpSource>) {
+        self.catch_up = Some(source);
     }
 
     /// Adds a service: it runs and stops like an app, but neither its readiness nor its
@@ -126,9 +137,29 @@ impl Bus {
                 Outbound::to_backbone(outbound_tx, sent)
             }
         };
-        let handle = BusHandle::core(router_tx, outbound.clone(), metrics.clone());
+        let handle = BusHandle::core(router_tx.clone(), outbound.clone(), metrics.clone());
         let stop_router = CancellationToken::new();
-        let router = Router::new(self.config.clone(), metrics.clone(), carrier_name, outbound);
+        let mut router = Router::new(self.config.clone(), metrics.clone(), carrier_name, outbound);
+        if let Some(source) = self
+            .catch_up
+            .filter(|_| !self.config.catch_up_timeout.is_zero())
+        {
+            let (wake, woken) = std::sync::mpsc::sync_channel(1);
+            router = router.with_catch_up(source.clone(), wake);
+            let mailbox = RouterMailbox(router_tx.clone());
+            let spawned = std::thread::Builder::new()
+                .name("catch-up".into())
+                .spawn(move || catchup::run_worker(&mailbox, &*source, woken));
+            match spawned {
+                Ok(_) => tracing::info!(
+                    timeout_seconds = self.config.catch_up_timeout.as_secs(),
+                    "catch-up on: subscribers that fall behind are fed from the store"
+                ),
+                Err(err) => {
+                    tracing::error!(error = %err, "cannot start the catch-up thread: subscribers that fall behind lose messages");
+                }
+            }
+        }
         let router = tokio::spawn(router.run(router_rx, stop_router.clone()));
 
         // Services first: the store subscribes before any app can publish.
@@ -264,5 +295,28 @@ fn finished(
             name: "unknown".into(),
             reason: format!("task panicked or was cancelled: {err}"),
         }),
+    }
+}
+
+/// The catch-up worker's way to the router: blocking requests from its own thread.
+struct RouterMailbox(mpsc::Sender<Command>);
+
+impl WorkSource for RouterMailbox {
+    fn next_work(&self) -> Option<Work> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.0.blocking_send(Command::CatchUpWork { reply }).ok()?;
+        answer.blocking_recv().ok()
+    }
+
+    fn replay(&self, replay: Replay) -> bool {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        if self
+            .0
+            .blocking_send(Command::CatchUpReplay { replay, reply })
+            .is_err()
+        {
+            return false;
+        }
+        answer.blocking_recv().is_ok()
     }
 }

@@ -6,6 +6,7 @@ use jiff::SignedDuration;
 use tokio::sync::oneshot;
 
 use crate::BusError;
+use crate::catchup::{Replay, Work};
 use crate::message::Message;
 use crate::queue::{RequesterRoom, SubscriberId, SubscriberOptions, SubscriberReceiver};
 
@@ -56,6 +57,13 @@ pub(crate) enum Command {
     },
     /// How many messages wait in subscriber queues (for draining on shutdown).
     QueuedMessages { reply: oneshot::Sender<usize> },
+    /// The catch-up worker asks what to read next.
+    CatchUpWork { reply: oneshot::Sender<Work> },
+    /// The catch-up worker hands back what it read.
+    CatchUpReplay {
+        replay: Replay,
+        reply: oneshot::Sender<()>,
+    },
     /// Update the gauges that are only read at scrape time.
     RefreshGauges { reply: oneshot::Sender<()> },
 }

@@ -40,6 +40,8 @@ mod intake;
 pub mod handle;
 
 // Who receives what.
+pub mod catchup;
+
 pub mod router;
 
 // What plugins implement, and the bus's lifecycle.
@@ -48,6 +50,7 @@ pub mod plugin;
 pub mod bus;
 
 pub use bus::{Bus, Running};
+pub use catchup::{CatchUpKey, CatchUpReader, CatchUpSource};
 pub use config::{BusConfig, ConfigError, WhenFull};
 pub use error::BusError;
 pub use handle::BusHandle;

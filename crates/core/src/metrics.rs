@@ -118,7 +118,7 @@ pub const BACKBONE_RECEIVED: Metric = Metric::counter(
 /// Messages dropped, per plugin and reason.
 pub const DROPPED: Metric = Metric::counter(
     "threatbus_dropped_messages_total",
-    "Messages dropped, by plugin and reason (queue_full: a subscriber's queue was full; subscriber_gone: the subscriber left first; memory_budget: bus.memory_budget was reached; a backbone may add reasons of its own).",
+    "Messages dropped, by plugin and reason (queue_full: a subscriber's queue was full; subscriber_gone: the subscriber left first; memory_budget: bus.memory_budget was reached; catch_up_timeout: a subscriber stayed behind longer than bus.catch_up_timeout; catch_up_limit: the catch-up journal was full; not_stored: the store did not hold a version to replay; a backbone may add reasons of its own).",
     &["plugin", "reason"],
 );
 /// Subscribers per app.
@@ -169,6 +169,24 @@ pub const MEMORY_USED: Metric = Metric::gauge(
     "Estimated bytes of the messages queued for subscribers and still held (read at scrape time).",
     &[],
 );
+/// Subscribers behind, per app.
+pub const BEHIND: Metric = Metric::gauge(
+    "threatbus_subscribers_behind",
+    "Subscribers that fell behind and are being fed from the store (catch-up), by app.",
+    &["app"],
+);
+/// Messages replayed from the store, per app.
+pub const REPLAYED: Metric = Metric::counter(
+    "threatbus_replayed_messages_total",
+    "Messages the bus read back from the store and queued for a subscriber that had fallen behind, by app.",
+    &["app"],
+);
+/// Catch-up journal entries held.
+pub const CATCH_UP_JOURNAL: Metric = Metric::gauge(
+    "threatbus_catch_up_journal_entries",
+    "Keys of routed messages kept for subscribers that are behind (read at scrape time).",
+    &[],
+);
 /// Build information.
 pub const BUILD_INFO: Metric = Metric::gauge(
     "threatbus_build_info",
@@ -194,6 +212,9 @@ pub const CORE: &[&Metric] = &[
     &SNAPSHOT_UNKNOWN,
     &MEMORY_BUDGET,
     &MEMORY_USED,
+    &BEHIND,
+    &REPLAYED,
+    &CATCH_UP_JOURNAL,
 ];
 
 /// The `kind` label values, indexed like [`crate::topic::ALL`].

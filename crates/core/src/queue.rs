@@ -195,6 +195,32 @@ impl SubscriberQueue {
         result
     }
 
+    /// Hands `message` over if the queue has room now, without counting a full queue as a
+    /// drop (catch-up takes over then).
+    pub(crate) fn try_queue(&mut self, message: &Message) -> Offer {
+        match self.tx.try_send(message.clone()) {
+            Ok(()) => {
+                self.delivered.fetch_add(1, Ordering::Relaxed);
+                Offer::Delivered
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => Offer::DroppedFull,
+            Err(mpsc::error::TrySendError::Closed(_)) => Offer::Gone,
+        }
+    }
+
+    /// Counts `count` messages dropped for this subscriber and logs them like full-queue drops
+    /// (at most once per interval).
+    pub(crate) fn count_drops(&mut self, id: SubscriberId, count: u64) {
+        self.dropped.fetch_add(count, Ordering::Relaxed);
+        self.unreported += count;
+        self.report_drops(id, false);
+    }
+
+    /// The queue's capacity.
+    pub(crate) fn capacity(&self) -> usize {
+        self.tx.max_capacity()
+    }
+
     /// Logs drops not yet reported, at most once per interval unless `force`d.
     pub(crate) fn report_drops(&mut self, id: SubscriberId, force: bool) {
         if self.unreported == 0 {

@@ -22,6 +22,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::budget::{Admission, MemoryBudget};
+use crate::catchup::{self, Behind, CatchUpKey, CatchUpSource, Journal, Lag, Replay, Work};
 use crate::command::Command;
 use crate::config::{BusConfig, WhenFull};
 use crate::intake::Outbound;
@@ -39,6 +40,8 @@ struct Subscriber {
     /// The app it belongs to, and that app's meters.
     app: &'static str,
     meters: Arc<AppQueueMeters>,
+    /// Whether it is behind (catch-up from the store).
+    lag: Lag,
 }
 
 /// The metrics of one app's subscribers (shared by all of them).
@@ -49,6 +52,11 @@ struct AppQueueMeters {
     dropped_gone: Counter,
     subscribers: Gauge,
     queued: Gauge,
+    behind: Gauge,
+    replayed: Counter,
+    dropped_timeout: Counter,
+    dropped_limit: Counter,
+    dropped_not_stored: Counter,
 }
 
 impl AppQueueMeters {
@@ -60,6 +68,11 @@ impl AppQueueMeters {
             dropped_gone: registry.counter(&metrics::DROPPED, &[app, "subscriber_gone"]),
             subscribers: registry.gauge(&metrics::SUBSCRIBERS, &[app]),
             queued: registry.gauge(&metrics::QUEUED, &[app]),
+            behind: registry.gauge(&metrics::BEHIND, &[app]),
+            replayed: registry.counter(&metrics::REPLAYED, &[app]),
+            dropped_timeout: registry.counter(&metrics::DROPPED, &[app, "catch_up_timeout"]),
+            dropped_limit: registry.counter(&metrics::DROPPED, &[app, "catch_up_limit"]),
+            dropped_not_stored: registry.counter(&metrics::DROPPED, &[app, "not_stored"]),
         }
     }
 }
@@ -152,6 +165,28 @@ pub(crate) struct Router {
     average_depth: f64,
     average_at: Option<Instant>,
     budget_log: LogThrottle,
+    /// Catch-up from the store, when there is one.
+    catch_up: Option<CatchUp>,
+}
+
+/// The router's side of catch-up (see [`crate::catchup`]).
+struct CatchUp {
+    source: Arc<dyn CatchUpSource>,
+    journal: Journal,
+    timeout: std::time::Duration,
+    /// The subscribers behind, served in turn.
+    behind: Vec<SubscriberId>,
+    turn: usize,
+    /// Wakes the worker when someone falls behind.
+    wake: std::sync::mpsc::SyncSender<()>,
+}
+
+/// Why a message could not be queued for a subscriber.
+enum Placed {
+    Queued,
+    Budget,
+    Full,
+    Gone,
 }
 
 /// How often the average queue depth is recomputed (what "holding the most" is measured
@@ -183,7 +218,26 @@ impl Router {
             pending: HashMap::new(),
             outbound,
             targets: Vec::new(),
+            catch_up: None,
         }
+    }
+
+    /// Feeds subscribers that fall behind from `source` (see [`crate::catchup`]); `wake` tells
+    /// the worker when one does.
+    pub(crate) fn with_catch_up(
+        mut self,
+        source: Arc<dyn CatchUpSource>,
+        wake: std::sync::mpsc::SyncSender<()>,
+    ) -> Self {
+        self.catch_up = Some(CatchUp {
+            source,
+            journal: Journal::new(self.budget.clone()),
+            timeout: self.config.catch_up_timeout,
+            behind: Vec::new(),
+            turn: 0,
+            wake,
+        });
+        self
     }
 
     /// Serves commands until `stop` fires or every sender is gone.
@@ -245,6 +299,7 @@ impl Router {
                         listening: true,
                         app,
                         meters,
+                        lag: Lag::Live,
                     },
                 );
                 if reply.send(Ok(receiver)).is_err() {
@@ -335,8 +390,25 @@ impl Router {
                 let _ = reply.send(room);
             }
             Command::QueuedMessages { reply } => {
-                let queued = self.subscribers.values().map(|s| s.queue.depth()).sum();
-                let _ = reply.send(queued);
+                let queued: usize = self.subscribers.values().map(|s| s.queue.depth()).sum();
+                let end = self.catch_up.as_ref().map_or(0, |c| c.journal.end());
+                let owed: u64 = self
+                    .subscribers
+                    .values()
+                    .filter_map(|s| match &s.lag {
+                        Lag::Behind(behind) => Some(end.saturating_sub(behind.cursor)),
+                        _ => None,
+                    })
+                    .sum();
+                let _ =
+                    reply.send(queued.saturating_add(usize::try_from(owed).unwrap_or(usize::MAX)));
+            }
+            Command::CatchUpWork { reply } => {
+                let _ = reply.send(self.next_work());
+            }
+            Command::CatchUpReplay { replay, reply } => {
+                self.replay(replay);
+                let _ = reply.send(());
             }
             Command::RefreshGauges { reply } => {
                 let mut depths: HashMap<&'static str, usize> = HashMap::new();
@@ -351,6 +423,11 @@ impl Router {
                     .registry
                     .gauge(&metrics::MEMORY_USED, &[])
                     .set(i64::try_from(self.budget.used()).unwrap_or(i64::MAX));
+                let journal = self.catch_up.as_ref().map_or(0, |c| c.journal.len());
+                self.meters
+                    .registry
+                    .gauge(&metrics::CATCH_UP_JOURNAL, &[])
+                    .set(i64::try_from(journal).unwrap_or(i64::MAX));
                 let _ = reply.send(());
             }
         }
@@ -416,6 +493,7 @@ impl Router {
     }
 
     fn remove(&mut self, id: SubscriberId) -> bool {
+        self.leave_behind(id);
         let Some(mut subscriber) = self.subscribers.remove(&id) else {
             return false;
         };
@@ -448,6 +526,23 @@ impl Router {
                 _ => {}
             }
         }
+        let mask = self.mask_of(id);
+        if let (Some(catch_up), Some(subscriber)) = (&self.catch_up, self.subscribers.get_mut(&id))
+            && let Lag::Behind(behind) = &mut subscriber.lag
+        {
+            behind.set_mask(catch_up.journal.end(), mask);
+        }
+    }
+
+    /// The Indicator and Sighting routes `id` is in, one bit per `topic::ALL` index.
+    fn mask_of(&self, id: SubscriberId) -> u8 {
+        let mut mask = 0;
+        for (index, route) in self.routes.iter().take(2).enumerate() {
+            if route.binary_search(&id).is_ok() {
+                mask |= 1 << index;
+            }
+        }
+        mask
     }
 
     fn sweep(&mut self) {
@@ -500,8 +595,14 @@ impl Router {
             },
             Body::Indicator(_) | Body::Sighting(_) => {}
         }
-        for id in &targets {
-            self.offer(*id, message).await;
+        let key = self.catch_up.as_ref().and_then(|_| CatchUpKey::of(message));
+        match key {
+            Some(key) => self.route_with_catch_up(&targets, message, key).await,
+            None => {
+                for id in &targets {
+                    self.offer(*id, message).await;
+                }
+            }
         }
         if let Some((requester, body)) = requester_delivery
             && self.offer(requester, &body).await
@@ -549,6 +650,384 @@ impl Router {
                 return admission;
             }
             tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+    }
+
+    /// Routes an Indicator or Sighting (`key`) while catch-up is on: a subscriber that is
+    /// behind gets it later from the store (through the journal), a live `drop_newest`
+    /// subscriber that cannot take it now falls behind at it; the others are offered it as
+    /// without catch-up.
+    async fn route_with_catch_up(
+        &mut self,
+        targets: &[SubscriberId],
+        message: &Message,
+        key: CatchUpKey,
+    ) {
+        let mut key = Some(key);
+        let mut seq = None;
+        if self.catch_up.as_ref().is_some_and(|c| !c.behind.is_empty())
+            && let Some(key) = key.take()
+        {
+            seq = self.journal_append(key);
+        }
+        for id in targets {
+            let Some(subscriber) = self.subscribers.get_mut(id) else {
+                continue;
+            };
+            let low_water = subscriber.queue.depth() <= subscriber.queue.capacity() / 2;
+            match &subscriber.lag {
+                Lag::Behind(_) => continue,
+                Lag::GaveUp if low_water => subscriber.lag = Lag::Live,
+                Lag::GaveUp => {
+                    self.offer(*id, message).await;
+                    continue;
+                }
+                Lag::Live => {}
+            }
+            let policy = subscriber
+                .queue
+                .options
+                .when_full
+                .unwrap_or(self.config.when_full);
+            if policy != WhenFull::DropNewest {
+                self.offer(*id, message).await;
+                continue;
+            }
+            match self.place(*id, message).await {
+                Placed::Queued => {}
+                Placed::Gone => self.gone(*id),
+                Placed::Full | Placed::Budget => {
+                    if seq.is_none()
+                        && let Some(key) = key.take()
+                    {
+                        seq = self.journal_append(key);
+                    }
+                    match seq {
+                        Some(seq) => self.fall_behind(*id, seq),
+                        // The journal could not take it.
+                        None => {
+                            if let Some(subscriber) = self.subscribers.get_mut(id) {
+                                subscriber.meters.dropped_limit.inc();
+                                subscriber.queue.count_drops(*id, 1);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Appends `key` to the journal, giving up the subscriber furthest behind while it is
+    /// full; its number, or `None` if nobody is behind any more and the journal is still full.
+    fn journal_append(&mut self, key: CatchUpKey) -> Option<u64> {
+        loop {
+            let catch_up = self.catch_up.as_mut()?;
+            if !catch_up.journal.is_full() {
+                return Some(catch_up.journal.append(key));
+            }
+            let furthest = catch_up
+                .behind
+                .iter()
+                .filter_map(|id| match self.subscribers.get(id).map(|s| &s.lag) {
+                    Some(Lag::Behind(behind)) => Some((behind.cursor, *id)),
+                    _ => None,
+                })
+                .min();
+            let (_, id) = furthest?;
+            self.give_up(id, "catch_up_limit");
+        }
+    }
+
+    /// `id` could not take the Indicator or Sighting numbered `seq`: it gets it, and what
+    /// follows, from the store.
+    fn fall_behind(&mut self, id: SubscriberId, seq: u64) {
+        let mask = self.mask_of(id);
+        let Some(catch_up) = self.catch_up.as_mut() else {
+            return;
+        };
+        let Some(subscriber) = self.subscribers.get_mut(&id) else {
+            return;
+        };
+        tracing::info!(
+            subscriber = %id,
+            label = %subscriber.queue.options.label,
+            app = subscriber.app,
+            queued = subscriber.queue.depth(),
+            memory_used = self.budget.used(),
+            "subscriber fell behind: it gets what it misses from the store once its queue drains"
+        );
+        subscriber.lag = Lag::Behind(Box::new(Behind::new(seq, mask)));
+        subscriber.meters.behind.inc();
+        catch_up.behind.push(id);
+        if catch_up.behind.len() == 1 {
+            catch_up.source.hold(true);
+        }
+        let _ = catch_up.wake.try_send(());
+    }
+
+    /// Takes `id` off the list of subscribers behind (its lag is set by the caller) and forgets
+    /// the journal entries nobody needs any more.
+    fn leave_behind(&mut self, id: SubscriberId) {
+        let Some(catch_up) = self.catch_up.as_mut() else {
+            return;
+        };
+        let Some(position) = catch_up.behind.iter().position(|b| *b == id) else {
+            return;
+        };
+        catch_up.behind.remove(position);
+        if let Some(subscriber) = self.subscribers.get(&id) {
+            subscriber.meters.behind.dec();
+        }
+        if catch_up.behind.is_empty() {
+            catch_up.source.hold(false);
+        }
+        self.trim_journal();
+    }
+
+    /// Forgets the journal entries below every behind subscriber's place.
+    fn trim_journal(&mut self) {
+        let Some(catch_up) = self.catch_up.as_mut() else {
+            return;
+        };
+        let lowest = catch_up
+            .behind
+            .iter()
+            .filter_map(|id| match self.subscribers.get(id).map(|s| &s.lag) {
+                Some(Lag::Behind(behind)) => Some(behind.cursor),
+                _ => None,
+            })
+            .min()
+            .unwrap_or_else(|| catch_up.journal.end());
+        catch_up.journal.trim(lowest);
+    }
+
+    /// Gives up feeding `id` from the store: what it has not received is dropped for it,
+    /// counted under `reason` and logged; it gets messages as with plain `drop_newest` until its
+    /// queue drains below half.
+    fn give_up(&mut self, id: SubscriberId, reason: &'static str) {
+        let Some(catch_up) = self.catch_up.as_ref() else {
+            return;
+        };
+        let Some(subscriber) = self.subscribers.get_mut(&id) else {
+            return;
+        };
+        let Lag::Behind(behind) = std::mem::replace(&mut subscriber.lag, Lag::GaveUp) else {
+            return;
+        };
+        let owed = behind.owed(&catch_up.journal);
+        let counter = if reason == "catch_up_limit" {
+            &subscriber.meters.dropped_limit
+        } else {
+            &subscriber.meters.dropped_timeout
+        };
+        counter.add(owed);
+        subscriber
+            .queue
+            .dropped
+            .fetch_add(owed, std::sync::atomic::Ordering::Relaxed);
+        tracing::warn!(
+            subscriber = %id,
+            label = %subscriber.queue.options.label,
+            app = subscriber.app,
+            dropped = owed,
+            replayed = behind.replayed,
+            behind_seconds = behind.since.elapsed().as_secs(),
+            reason,
+            timeout_seconds = catch_up.timeout.as_secs(),
+            "subscriber behind for too long (bus.catch_up_timeout) or the catch-up journal is full: what it has not received is dropped for it"
+        );
+        self.leave_behind(id);
+    }
+
+    /// The worker's next work (see [`crate::catchup::Work`]).
+    fn next_work(&mut self) -> Work {
+        let Some(catch_up) = self.catch_up.as_ref() else {
+            return Work::Idle;
+        };
+        if catch_up.behind.is_empty() {
+            return Work::Idle;
+        }
+        // Those behind for too long are given up first.
+        let timeout = catch_up.timeout;
+        let expired: Vec<SubscriberId> = catch_up
+            .behind
+            .iter()
+            .filter(|id| match self.subscribers.get(id).map(|s| &s.lag) {
+                Some(Lag::Behind(behind)) => {
+                    catch_up.journal.routed_at(behind.cursor).is_some_and(|at| {
+                        at.elapsed() > timeout && behind.cursor < catch_up.journal.end()
+                    })
+                }
+                _ => false,
+            })
+            .copied()
+            .collect();
+        for id in expired {
+            self.give_up(id, "catch_up_timeout");
+        }
+        let mut tried = 0;
+        loop {
+            let Some(catch_up) = self.catch_up.as_mut() else {
+                return Work::Idle;
+            };
+            let count = catch_up.behind.len();
+            if count == 0 {
+                return Work::Idle;
+            }
+            if tried >= count {
+                return Work::Wait;
+            }
+            tried += 1;
+            catch_up.turn = (catch_up.turn + 1) % count;
+            let id = catch_up.behind[catch_up.turn];
+            let journal = &catch_up.journal;
+            let Some(subscriber) = self.subscribers.get_mut(&id) else {
+                continue;
+            };
+            let (depth, capacity) = (subscriber.queue.depth(), subscriber.queue.capacity());
+            let Lag::Behind(behind) = &mut subscriber.lag else {
+                continue;
+            };
+            if behind.in_flight || !subscriber.listening || depth > capacity / 2 {
+                continue;
+            }
+            behind.furthest = behind
+                .furthest
+                .max(journal.end().saturating_sub(behind.cursor));
+            let room = (capacity - depth).min(catchup::CHUNK);
+            let (keys, to) = behind.next_keys(journal, room);
+            if keys.is_empty() {
+                behind.advance(to);
+                if behind.cursor >= journal.end() {
+                    self.caught_up(id);
+                    tried = 0;
+                }
+                continue;
+            }
+            behind.in_flight = true;
+            return Work::Read {
+                id,
+                from: behind.cursor,
+                to,
+                keys,
+            };
+        }
+    }
+
+    /// Queues what the worker read for a behind subscriber, as far as its queue and the budget
+    /// take it, and moves its place on; live again once it reaches the journal's end.
+    fn replay(&mut self, replay: Replay) {
+        let average = if self.budget.is_tight() {
+            self.average_depth()
+        } else {
+            f64::INFINITY
+        };
+        let Some(catch_up) = self.catch_up.as_ref() else {
+            return;
+        };
+        let Some(subscriber) = self.subscribers.get_mut(&replay.id) else {
+            return;
+        };
+        let Lag::Behind(behind) = &mut subscriber.lag else {
+            return;
+        };
+        if !behind.in_flight || behind.cursor != replay.from {
+            return;
+        }
+        behind.in_flight = false;
+        let mut cursor = replay.next;
+        for (seq, message) in &replay.messages {
+            if self
+                .budget
+                .admit(message, subscriber.queue.depth(), average)
+                != Admission::Queue
+            {
+                cursor = *seq;
+                break;
+            }
+            match subscriber.queue.try_queue(message) {
+                Offer::Delivered => {
+                    subscriber.meters.sent[message.body().topic_index()].inc();
+                    subscriber.meters.replayed.inc();
+                    behind.replayed += 1;
+                }
+                Offer::DroppedFull | Offer::Gone => {
+                    self.budget.release_copies(1);
+                    cursor = *seq;
+                    break;
+                }
+            }
+        }
+        if cursor == replay.next && replay.not_stored > 0 {
+            subscriber.meters.dropped_not_stored.add(replay.not_stored);
+            subscriber
+                .queue
+                .dropped
+                .fetch_add(replay.not_stored, std::sync::atomic::Ordering::Relaxed);
+        }
+        behind.advance(cursor);
+        if behind.cursor >= catch_up.journal.end() {
+            self.caught_up(replay.id);
+        } else {
+            self.trim_journal();
+        }
+    }
+
+    /// `id` has received everything up to the journal's end: it is live again.
+    fn caught_up(&mut self, id: SubscriberId) {
+        let Some(subscriber) = self.subscribers.get_mut(&id) else {
+            return;
+        };
+        let Lag::Behind(behind) = std::mem::replace(&mut subscriber.lag, Lag::Live) else {
+            return;
+        };
+        tracing::info!(
+            subscriber = %id,
+            label = %subscriber.queue.options.label,
+            app = subscriber.app,
+            replayed = behind.replayed,
+            furthest_behind = behind.furthest,
+            ms = behind.since.elapsed().as_millis() as u64,
+            "subscriber caught up from the store: live again"
+        );
+        self.leave_behind(id);
+    }
+
+    /// Queues `message` for `id` if the budget and its queue take it (waiting for both with
+    /// `block`); counts what was queued, not what was not.
+    async fn place(&mut self, id: SubscriberId, message: &Message) -> Placed {
+        let admission = self.admit(id, message).await;
+        let Some(subscriber) = self.subscribers.get_mut(&id) else {
+            return Placed::Gone;
+        };
+        if admission != Admission::Queue {
+            return Placed::Budget;
+        }
+        match subscriber.queue.try_queue(message) {
+            Offer::Delivered => {
+                subscriber.meters.sent[message.body().topic_index()].inc();
+                Placed::Queued
+            }
+            Offer::DroppedFull => {
+                // The copy charged on admission was not queued.
+                self.budget.release_copies(1);
+                Placed::Full
+            }
+            Offer::Gone => {
+                self.budget.release_copies(1);
+                Placed::Gone
+            }
+        }
+    }
+
+    /// `id`'s reader went away while a message was offered to it.
+    fn gone(&mut self, id: SubscriberId) {
+        match self.subscribers.get(&id) {
+            Some(subscriber) => {
+                subscriber.meters.dropped_gone.inc();
+                self.remove(id);
+            }
+            None => self.meters.dropped_gone.inc(),
         }
     }
 

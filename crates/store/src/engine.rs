@@ -29,6 +29,10 @@ pub trait Engine: Send {
     fn stats(&mut self, now: i64) -> Result<Stats, StoreError>;
     /// One page of versions, in the order the store added them (see [`crate::listing`]).
     fn list(&mut self, listing: &Listing) -> Result<Vec<Listed>, StoreError>;
+    /// The JSON of the versions `(id, modified)`, in the order asked; `None` where the store
+    /// holds no such version.
+    fn versions(&mut self, keys: &[(String, i64)])
+    -> Result<Vec<Option<bytes::Bytes>>, StoreError>;
     /// The saved position of a TAXII feed (the feeds app's cursor), if any.
     fn feed_cursor(&mut self, feed: &str) -> Result<Option<String>, StoreError>;
     /// Saves the position of a TAXII feed.
@@ -86,6 +90,13 @@ impl Engine for SqliteStore {
 
     fn list(&mut self, listing: &Listing) -> Result<Vec<Listed>, StoreError> {
         SqliteStore::list(self, listing)
+    }
+
+    fn versions(
+        &mut self,
+        keys: &[(String, i64)],
+    ) -> Result<Vec<Option<bytes::Bytes>>, StoreError> {
+        SqliteStore::versions(self, keys)
     }
 
     fn feed_cursor(&mut self, feed: &str) -> Result<Option<String>, StoreError> {

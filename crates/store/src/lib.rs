@@ -7,11 +7,13 @@
 //! * [`engine`]: what every engine does; [`location`]: where a store is, opened for each use;
 //! * [`listing`]: versions in the order they were added, a page at a time (TAXII);
 //! * [`sqlite`]: the embedded engine; [`postgres`]: the shared one;
+//! * [`catchup`]: versions read back for subscribers that fell behind;
 //! * [`service`]: the bus service that writes what the router routes and answers the snapshot
 //!   requests of this instance's subscribers.
 
 #![forbid(unsafe_code)]
 
+pub mod catchup;
 pub mod config;
 pub mod engine;
 pub mod listing;
@@ -24,6 +26,7 @@ pub mod sqlite;
 
 use thiserror::Error;
 
+pub use catchup::StoreCatchUp;
 pub use config::StoreConfig;
 pub use engine::{Engine, close_off_runtime};
 pub use listing::{Listed, Listing, VersionSelect};

@@ -295,6 +295,31 @@ impl Engine for PgStore {
         stream(&mut self.client, sql, &[&since, &now], each)
     }
 
+    fn versions(
+        &mut self,
+        keys: &[(String, i64)],
+    ) -> Result<Vec<Option<bytes::Bytes>>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<&str> = keys.iter().map(|(id, _)| id.as_str()).collect();
+        let modified: Vec<i64> = keys.iter().map(|(_, m)| *m).collect();
+        let rows = self.client.query(
+            "SELECT k.n, v.json FROM unnest($1::text[], $2::int8[]) WITH ORDINALITY AS k(id, modified, n)
+             JOIN threatbus_versions v ON v.id = k.id AND v.modified = k.modified",
+            &[&ids, &modified],
+        )?;
+        let mut found = vec![None; keys.len()];
+        for row in rows {
+            let n: i64 = row.get(0);
+            let json: Vec<u8> = row.get(1);
+            if let Some(slot) = usize::try_from(n - 1).ok().and_then(|i| found.get_mut(i)) {
+                *slot = Some(bytes::Bytes::from(json));
+            }
+        }
+        Ok(found)
+    }
+
     fn export(
         &mut self,
         since: i64,

@@ -4,6 +4,8 @@
 //! [`FLUSH_INTERVAL`]), and snapshot answers for this instance's subscribers, streamed from the
 //! file at the pace the requester reads.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, Instant};
 
@@ -13,6 +15,7 @@ use threatbus_core::message::{Body, Message, MessageType, SnapshotRequest};
 use threatbus_core::queue::RequesterRoom;
 use threatbus_core::{App, BoxFuture, BusHandle, PluginError, Shutdown, SubscriberOptions};
 
+use crate::catchup::StoreCatchUp;
 use crate::engine::Engine;
 use crate::location::Location;
 use crate::metrics::StoreMeters;
@@ -30,6 +33,10 @@ const STATS_EVERY: Duration = Duration::from_secs(10);
 
 /// How often versions older than the retention are pruned (and once at start).
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+/// How long pruning waits while subscribers catch up (they are given up after
+/// `bus.catch_up_timeout`, so this is not forever).
+const PRUNE_POSTPONED: Duration = Duration::from_secs(60);
 
 /// How long a snapshot answer waits for a requester that reads nothing before it gives up.
 const STALLED_REQUESTER: Duration = Duration::from_secs(30);
@@ -68,6 +75,8 @@ pub struct StoreService {
     config: StoreConfig,
     location: Location,
     store: Box<dyn Engine>,
+    /// Some subscriber is being fed from the store: nothing is pruned.
+    held: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for StoreService {
@@ -88,7 +97,13 @@ impl StoreService {
             config,
             location,
             store,
+            held: Arc::default(),
         })
+    }
+
+    /// The store as the bus's catch-up source (see `threatbus_core::catchup`).
+    pub fn catch_up(&self) -> Arc<StoreCatchUp> {
+        Arc::new(StoreCatchUp::new(self.location.clone(), self.held.clone()))
     }
 
     /// Where the store is.
@@ -124,6 +139,7 @@ async fn serve(
         config,
         location,
         store,
+        held,
     } = service;
     // The writer thread takes the engine first: it must live and be dropped outside the
     // runtime (a PostgreSQL client owns a runtime of its own).
@@ -135,7 +151,7 @@ async fn serve(
         .name("store-writer".into())
         .spawn({
             let location = location.clone();
-            move || write_loop(store, location, queue, writer_meters, retention)
+            move || write_loop(store, location, queue, writer_meters, retention, &held)
         })
         .map_err(|err| PluginError::new("store: cannot start the writer thread", err))?;
 
@@ -286,6 +302,7 @@ fn write_loop(
     jobs: std_mpsc::Receiver<Job>,
     meters: StoreMeters,
     retention: Duration,
+    held: &AtomicBool,
 ) {
     let mut writer = Writer {
         location,
@@ -299,10 +316,16 @@ fn write_loop(
     let mut next_stats = Instant::now();
     loop {
         if Instant::now() >= next_prune {
-            if let Some(store) = writer.engine() {
-                prune(store, retention, &meters);
+            if held.load(Ordering::Relaxed) {
+                // A subscriber that fell behind may still need what is due to go.
+                tracing::debug!("store: pruning postponed while subscribers catch up");
+                next_prune = Instant::now() + PRUNE_POSTPONED;
+            } else {
+                if let Some(store) = writer.engine() {
+                    prune(store, retention, &meters);
+                }
+                next_prune = Instant::now() + PRUNE_EVERY;
             }
-            next_prune = Instant::now() + PRUNE_EVERY;
         }
         if Instant::now() >= next_stats {
             if let Some(store) = writer.engine() {

@@ -470,6 +470,25 @@ impl SqliteStore {
     }
 
     /// The oldest and newest `modified` of the current versions, if any.
+    /// The JSON of the versions `(id, modified)`, in the order asked; `None` where there is no
+    /// such version.
+    pub fn versions(
+        &self,
+        keys: &[(String, i64)],
+    ) -> Result<Vec<Option<bytes::Bytes>>, StoreError> {
+        let mut select = self
+            .connection
+            .prepare_cached("SELECT json FROM versions WHERE id = ?1 AND modified = ?2")?;
+        let mut found = Vec::with_capacity(keys.len());
+        for (id, modified) in keys {
+            let json: Option<Vec<u8>> = select
+                .query_row(params![id, modified], |row| row.get(0))
+                .optional()?;
+            found.push(json.map(bytes::Bytes::from));
+        }
+        Ok(found)
+    }
+
     pub fn span(&self) -> Result<Option<(i64, i64)>, StoreError> {
         let span: (Option<i64>, Option<i64>) = self.connection.query_row(
             "SELECT min(modified), max(modified) FROM current",

@@ -155,6 +155,7 @@ fn run(
         watch_signals(shutdown.clone(), OnHangup::ReopenLog(log_file))?;
         let mut bus = Bus::new(config.bus, plugins.backbone, plugins.apps);
         if let Some(store) = store {
+            bus.set_catch_up(store.catch_up());
             bus.add_service(Box::new(store));
         }
         if let Some(listen) = config.metrics.listen {

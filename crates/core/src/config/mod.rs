@@ -106,6 +106,18 @@ pub struct BusConfig {
     /// answer snapshots); one more is refused with an error naming this key.
     #[serde(deserialize_with = "positive_usize")]
     pub max_subscribers: usize,
+    /// With a store: seconds a `drop_newest` subscriber may stay behind (its oldest missing
+    /// message routed this long ago) while the bus feeds it from the store; after that what it
+    /// missed is dropped for it, as without a store. 0 turns catch-up off.
+    #[serde(deserialize_with = "catch_up_seconds")]
+    pub catch_up_timeout: Duration,
+}
+
+/// Whole seconds from 0 (off) to 7 days.
+fn catch_up_seconds<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Duration, D::Error> {
+    whole_seconds(deserializer, 0, 7 * 24 * 3600)
 }
 
 impl BusConfig {
@@ -121,6 +133,7 @@ impl BusConfig {
             "shutdown_timeout": seconds(self.shutdown_timeout),
             "memory_budget": self.memory_budget,
             "max_subscribers": self.max_subscribers,
+            "catch_up_timeout": seconds(self.catch_up_timeout),
         })
     }
 }
@@ -134,6 +147,7 @@ impl Default for BusConfig {
             shutdown_timeout: Duration::from_secs(10),
             memory_budget: 256 * 1024 * 1024,
             max_subscribers: 10_000,
+            catch_up_timeout: Duration::from_secs(600),
         }
     }
 }
@@ -163,5 +177,10 @@ mod tests {
         let ok: BusConfig =
             parse_section("bus", &json!({"queue_capacity": "5", "when_full": "block"})).unwrap();
         assert_eq!((ok.queue_capacity, ok.when_full), (5, WhenFull::Block));
+        let off: BusConfig = parse_section("bus", &json!({"catch_up_timeout": 0})).unwrap();
+        assert_eq!(off.catch_up_timeout, Duration::ZERO);
+        let err = parse_section::<BusConfig>("bus", &json!({"catch_up_timeout": -1})).unwrap_err();
+        assert_eq!(err.key, "bus.catch_up_timeout");
+        assert!(err.message.contains("-1"), "{err}");
     }
 }
