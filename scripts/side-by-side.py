@@ -374,7 +374,7 @@ def yaml_scalar(value) -> str:
     return json.dumps(str(value))
 
 
-def config_text(ports, verbosity, zmq_extra=None, bus_section=None) -> str:
+def config_text(ports, verbosity, zmq_extra=None, bus_section=None, store=False) -> str:
     manage, pub, sub = ports
     zmq = {"host": HOST, "manage": manage, "pub": pub, "sub": sub}
     zmq.update(zmq_extra or {})
@@ -394,6 +394,9 @@ def config_text(ports, verbosity, zmq_extra=None, bus_section=None) -> str:
         "    zmq:",
     ]
     lines += [f"      {key}: {yaml_scalar(value)}" for key, value in zmq.items()]
+    if store:
+        # In the run's own directory (the bus's working directory): a fresh store per run.
+        lines += ["store:", "  path: store"]
     return "\n".join(lines) + "\n"
 
 
@@ -419,6 +422,7 @@ class Impl:
         self.startup_timeout = startup_timeout
         self.zmq_extra = zmq_extra
         self.bus_section = bus_section
+        self.store = False
 
 
 def start_bus(impl: Impl, cfg: str, run_dir: Path):
@@ -536,7 +540,7 @@ def measure(args, impl: Impl, mode: str, k: int, n: int, loadgen: Path, work: Pa
     ports = free_ports(3)
     zmq_extra = impl.zmq_extra if zmq_extra is None else zmq_extra
     cfg = config_text(ports, verbosity, zmq_extra,
-                      impl.bus_section if bus_section is None else bus_section)
+                      impl.bus_section if bus_section is None else bus_section, store=impl.store)
     run_dir = work / f"{impl.name}-{mode}{('-' + variant) if variant else ''}-k{k}-n{n}-{time.time_ns()}"
     row = {
         "impl": impl.name,
@@ -920,6 +924,9 @@ def parse_args(argv=None):
                         help="bus.when_full of our bus in the throughput and latency rows "
                         "(docs/zmq.md: block for bulk loads where no message may be lost); the "
                         "stall rows always use drop_newest")
+    parser.add_argument("--ours-store", action="store_true",
+                        help="run ours with an embedded store (a fresh `store.path` per run): "
+                             "subscribers that fall behind catch up from it instead of losing messages")
     parser.add_argument("--ours-bus", action="append", default=[], metavar="KEY=VALUE",
                         help="add another `bus:` setting to our config, e.g. queue_capacity=100000 "
                         "(repeatable; applies to every row of ours)")
@@ -1010,6 +1017,7 @@ def main(argv=None) -> int:
             "ours": Impl("ours", "ours (Rust)", [str(bus_bin)], args.ours_startup, ours_zmq,
                          ours_bus or None),
         }
+        impls["ours"].store = args.ours_store
         labels = {name: impl.label for name, impl in impls.items()}
 
         doc_says_block = args.ours_when_full == "block"
@@ -1031,7 +1039,8 @@ def main(argv=None) -> int:
                               or "defaults (queue_capacity 10000, when_full drop_newest)")
             + (" (docs/zmq.md: when_full block for bulk loads where no message may be lost)"
                if doc_says_block and args.ours_when_full == "block" else "")
-            + "; stall rows: when_full=drop_newest",
+            + "; stall rows: when_full=drop_newest"
+            + ("; embedded store on (catch-up)" if args.ours_store else "; no store"),
             "          python: pyzmq default HWMs (1000), unbounded internal queues (never drops)",
             f"loadgen   --hwm {args.hwm} (ZMQ_XPUB_NODROP: the publisher blocks instead of dropping), 1 publisher, "
             f"timeout {args.python_timeout:g} s python / {args.ours_timeout:g} s ours; "

@@ -9,7 +9,7 @@
 //! routed for a behind subscriber goes through the journal, so nothing overtakes anything.
 //!
 //! The [`worker`](run_worker) (one thread) asks the router for work: a behind subscriber whose
-//! queue has drained below half, and the next keys it subscribes to. It reads those versions
+//! queue has drained below half of [`REPLAY_DEPTH`], and the next keys it subscribes to. It reads those versions
 //! from the store and hands them back; the router queues them and moves the subscriber's place
 //! on. When the place reaches the journal's end, in that same router step, the subscriber is
 //! live again: no gap, no duplicate, no reordering. A key the store does not hold yet (it commits
@@ -34,6 +34,12 @@ use crate::stix::StixId;
 
 /// Versions handed to a subscriber in one step, at most.
 pub const CHUNK: usize = 512;
+
+/// Replay fills a behind subscriber's queue up to this many messages (or its capacity), once it
+/// has drained to half of that: enough to keep a reader busy between two steps, while many
+/// subscribers catching up at once hold little memory (each replayed copy is its own message
+/// unless subscribers replay the same stretch together).
+pub const REPLAY_DEPTH: usize = 2048;
 
 /// A key the store has not returned for this long is given up (counted as `not_stored`): its
 /// write failed, or it never reached this store.

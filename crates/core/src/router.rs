@@ -888,13 +888,17 @@ impl Router {
             let Lag::Behind(behind) = &mut subscriber.lag else {
                 continue;
             };
-            if behind.in_flight || !subscriber.listening || depth > capacity / 2 {
+            let fill = capacity.min(catchup::REPLAY_DEPTH);
+            if behind.in_flight || !subscriber.listening || depth > fill / 2 {
                 continue;
             }
             behind.furthest = behind
                 .furthest
                 .max(journal.end().saturating_sub(behind.cursor));
-            let room = (capacity - depth).min(catchup::CHUNK);
+            let room = fill.saturating_sub(depth).min(catchup::CHUNK);
+            if room == 0 {
+                continue;
+            }
             let (keys, to) = behind.next_keys(journal, room);
             if keys.is_empty() {
                 behind.advance(to);

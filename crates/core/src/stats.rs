@@ -25,6 +25,11 @@ pub struct Totals {
     pub snapshot_answers: u64,
     /// Envelopes whose snapshot id was unknown or expired.
     pub snapshot_unknown: u64,
+    /// Copies read back from the store for subscribers that fell behind.
+    pub replayed: u64,
+    /// Copies given up for subscribers that fell behind (catch-up timeout, journal full, not
+    /// in the store).
+    pub dropped_catch_up: u64,
 }
 
 impl Totals {
@@ -45,6 +50,11 @@ impl Totals {
             snapshot_requests: registry.sum(&metrics::SNAPSHOT_REQUESTS, "kind", None),
             snapshot_answers: registry.sum(&metrics::SNAPSHOT_ANSWERS, "", None),
             snapshot_unknown: registry.sum(&metrics::SNAPSHOT_UNKNOWN, "", None),
+            replayed: registry.sum(&metrics::REPLAYED, "app", None),
+            dropped_catch_up: ["catch_up_timeout", "catch_up_limit", "not_stored"]
+                .iter()
+                .map(|reason| registry.sum(&metrics::DROPPED, "reason", Some(reason)))
+                .sum(),
         }
     }
 
@@ -64,13 +74,15 @@ impl Totals {
             snapshot_requests: diff(self.snapshot_requests, before.snapshot_requests),
             snapshot_answers: diff(self.snapshot_answers, before.snapshot_answers),
             snapshot_unknown: diff(self.snapshot_unknown, before.snapshot_unknown),
+            replayed: diff(self.replayed, before.replayed),
+            dropped_catch_up: diff(self.dropped_catch_up, before.dropped_catch_up),
         }
     }
 
     /// One line for the logs.
     pub fn summary(&self) -> String {
         format!(
-            "published {}, routed {}, delivered {}, dropped (queue full) {}, dropped (subscriber gone) {}, rejected input {}, snapshot requests {}, snapshot answers {}, unknown snapshot envelopes {}",
+            "published {}, routed {}, delivered {}, dropped (queue full) {}, dropped (subscriber gone) {}, rejected input {}, snapshot requests {}, snapshot answers {}, unknown snapshot envelopes {}, replayed from the store {}, dropped (catch-up given up) {}",
             self.published.iter().sum::<u64>(),
             self.routed.iter().sum::<u64>(),
             self.delivered,
@@ -80,6 +92,8 @@ impl Totals {
             self.snapshot_requests,
             self.snapshot_answers,
             self.snapshot_unknown,
+            self.replayed,
+            self.dropped_catch_up,
         )
     }
 }
@@ -111,6 +125,13 @@ mod tests {
             .counter(&metrics::APP_SENT, &["zeek", "sighting"])
             .add(6);
         registry.counter(&metrics::SNAPSHOT_ANSWERS, &[]).add(7);
+        registry.counter(&metrics::REPLAYED, &["zmq"]).add(8);
+        registry
+            .counter(&metrics::DROPPED, &["zmq", "catch_up_timeout"])
+            .add(9);
+        registry
+            .counter(&metrics::DROPPED, &["zeek", "not_stored"])
+            .add(1);
         let totals = Totals::read(&registry);
         let d = totals.since(&before);
         assert_eq!(d.published, [0, 3, 0, 0]);
@@ -118,6 +139,12 @@ mod tests {
         assert_eq!(d.dropped_subscriber_gone, 5);
         assert_eq!(d.delivered, 10);
         assert_eq!(d.snapshot_answers, 7);
+        assert_eq!((d.replayed, d.dropped_catch_up), (8, 10));
+        assert!(
+            totals
+                .summary()
+                .ends_with("replayed from the store 8, dropped (catch-up given up) 10")
+        );
         assert!(
             totals
                 .summary()

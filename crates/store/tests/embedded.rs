@@ -326,3 +326,15 @@ fn feed_cursors_are_kept_beside_a_running_writer_and_survive_reopening() {
             .is_err()
     );
 }
+
+#[test]
+fn versions_are_read_back_by_id_and_modified() {
+    let dir = dir("versions-by-key");
+    let mut store = SqliteStore::open(&dir.join("store")).unwrap();
+    common::versions_by_key_scenario(&mut store);
+    // And beside the writer, as the catch-up worker reads them.
+    let mut reader = threatbus_store::Location::File(dir.join("store"))
+        .open_reader()
+        .unwrap();
+    common::versions_by_key_scenario_read_only(reader.as_mut());
+}

@@ -258,3 +258,13 @@ fn feed_cursors_are_kept_as_in_the_embedded_store() {
     let mut again = location.open_reader().unwrap();
     assert_eq!(again.feed_cursor("isac").unwrap().as_deref(), Some("a"));
 }
+
+#[test]
+fn versions_are_read_back_by_id_and_modified_as_in_the_embedded_store() {
+    let scratch = Scratch::new("versions_by_key");
+    let location = scratch.location();
+    let mut writer = location.open_writer().unwrap();
+    common::versions_by_key_scenario(writer.as_mut());
+    let mut reader = location.open_reader().unwrap();
+    common::versions_by_key_scenario_read_only(reader.as_mut());
+}

@@ -232,3 +232,52 @@ pub fn cursor_scenario(store: &mut dyn threatbus_store::Engine) {
     );
     assert_eq!(store.feed_cursor("isac").unwrap().as_deref(), Some("a"));
 }
+
+/// Versions read back by (id, modified), as catch-up asks for them: in the order asked, `None`
+/// for what is not stored, history versions included.
+#[allow(dead_code)]
+pub fn versions_by_key_scenario(store: &mut dyn threatbus_store::Engine) {
+    let old = indicator(1, "2030-01-04T00:00:00.000Z", serde_json::json!({}));
+    let new = indicator(1, "2030-01-05T00:00:00.000Z", serde_json::json!({}));
+    let other = sighting(2, "2030-01-04T00:00:00.000Z");
+    store
+        .write(&[new.clone(), old.clone(), other.clone()])
+        .unwrap();
+    let keys = vec![
+        (other.id.clone(), other.modified),
+        (new.id.clone(), new.modified),
+        (new.id.clone(), new.modified + 1),
+        (
+            "indicator--00000000-0000-4000-8000-999999999999".to_owned(),
+            new.modified,
+        ),
+        (old.id.clone(), old.modified),
+        (new.id.clone(), new.modified),
+    ];
+    let found = store.versions(&keys).unwrap();
+    assert_eq!(
+        found,
+        vec![
+            Some(other.json.clone()),
+            Some(new.json.clone()),
+            None,
+            None,
+            Some(old.json.clone()),
+            Some(new.json.clone()),
+        ]
+    );
+    assert_eq!(
+        store.versions(&[]).unwrap(),
+        Vec::<Option<bytes::Bytes>>::new()
+    );
+}
+
+/// What [`versions_by_key_scenario`] wrote, read on another connection.
+#[allow(dead_code)]
+pub fn versions_by_key_scenario_read_only(store: &mut dyn threatbus_store::Engine) {
+    let new = indicator(1, "2030-01-05T00:00:00.000Z", serde_json::json!({}));
+    let found = store
+        .versions(&[(new.id.clone(), new.modified), (new.id.clone(), 0)])
+        .unwrap();
+    assert_eq!(found, vec![Some(new.json.clone()), None]);
+}
