@@ -46,7 +46,8 @@ pub(crate) enum Command {
     SnapshotAnswers {
         snapshot_id: String,
         bodies: Vec<Message>,
-        reply: oneshot::Sender<bool>,
+        /// `None` when the requester is gone; else the bodies that did not fit (yet).
+        reply: oneshot::Sender<Option<Vec<Message>>>,
     },
     /// Free slots in the queue of the subscriber that asked for snapshot `snapshot_id`;
     /// `None` when this instance did not issue that id (or forgot it), or the subscriber is

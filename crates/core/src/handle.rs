@@ -216,14 +216,16 @@ impl BusHandle {
     }
 
     /// Hands answers to snapshot `snapshot_id` straight to its requester on this instance (no
-    /// envelopes, no backbone), counted like envelope contents; `Ok(false)` when the requester
-    /// is gone or the id unknown. For threads outside the runtime; send at most as many as
-    /// [`BusHandle::blocking_snapshot_room`] said there is room for.
+    /// envelopes, no backbone), counted like envelope contents. `Ok(None)` when the requester
+    /// is gone or the id unknown; else `Ok(Some(rest))`, the bodies its queue (or the memory
+    /// budget) had no room for, in order: send them again once
+    /// [`BusHandle::blocking_snapshot_room`] says there is room. For threads outside the
+    /// runtime.
     pub fn blocking_answer_snapshot(
         &self,
         snapshot_id: &str,
         bodies: Vec<Message>,
-    ) -> Result<bool, BusError> {
+    ) -> Result<Option<Vec<Message>>, BusError> {
         let snapshot_id = snapshot_id.to_owned();
         self.blocking_request(|reply| Command::SnapshotAnswers {
             snapshot_id,

@@ -366,15 +366,29 @@ impl Router {
                     .map(|pending| pending.requester)
                     .filter(|id| self.subscribers.get(id).is_some_and(|s| s.listening));
                 let Some(requester) = requester else {
-                    let _ = reply.send(false);
+                    let _ = reply.send(None);
                     return;
                 };
-                for body in &bodies {
-                    if self.offer(requester, body).await {
-                        self.meters.snapshot_answers.inc();
+                // What does not fit now goes back to the answerer, which waits for room: an
+                // answer is never dropped for a full queue (nor overtaken by catch-up).
+                let mut bodies = bodies.into_iter();
+                let mut rest = Vec::new();
+                while let Some(body) = bodies.next() {
+                    match self.place(requester, &body).await {
+                        Placed::Queued => self.meters.snapshot_answers.inc(),
+                        Placed::Gone => {
+                            self.gone(requester);
+                            let _ = reply.send(None);
+                            return;
+                        }
+                        Placed::Full | Placed::Budget => {
+                            rest.push(body);
+                            rest.extend(bodies);
+                            break;
+                        }
                     }
                 }
-                let _ = reply.send(true);
+                let _ = reply.send(Some(rest));
             }
             Command::SnapshotRoom { snapshot_id, reply } => {
                 let room = self

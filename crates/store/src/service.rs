@@ -493,21 +493,29 @@ impl Answer<'_> {
         Ok(())
     }
 
+    /// Hands the chunk over; what the requester's queue has no room for (it fills from other
+    /// sources too: live traffic, catch-up) waits for room and goes again.
     fn flush(&mut self) -> Result<(), Answered> {
-        if self.chunk.is_empty() {
-            return Ok(());
-        }
-        let bodies = std::mem::replace(&mut self.chunk, Vec::with_capacity(CHUNK));
-        let count = bodies.len() as u64;
-        match self.bus.blocking_answer_snapshot(self.snapshot_id, bodies) {
-            Ok(true) => {
-                self.sent += count;
-                self.sent_counter.add(count);
-                Ok(())
+        while !self.chunk.is_empty() {
+            let bodies = std::mem::replace(&mut self.chunk, Vec::with_capacity(CHUNK));
+            let count = bodies.len() as u64;
+            match self.bus.blocking_answer_snapshot(self.snapshot_id, bodies) {
+                Ok(Some(rest)) => {
+                    let queued = count - rest.len() as u64;
+                    self.sent += queued;
+                    self.sent_counter.add(queued);
+                    self.chunk = rest;
+                    if !self.chunk.is_empty() {
+                        let found = wait_for_room(self.bus, self.snapshot_id)?;
+                        self.requester = found.requester;
+                        self.room = 0;
+                    }
+                }
+                Ok(None) => return Err(Answered::RequesterGone),
+                Err(_) => return Err(Answered::Stopped),
             }
-            Ok(false) => Err(Answered::RequesterGone),
-            Err(_) => Err(Answered::Stopped),
         }
+        Ok(())
     }
 }
 
