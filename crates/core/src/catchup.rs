@@ -404,10 +404,13 @@ pub(crate) trait WorkSource {
     fn replay(&self, replay: Replay) -> bool;
 }
 
-/// Messages read recently, shared by subscribers replaying the same stretch.
+/// Messages read recently, shared by subscribers replaying the same stretch (one read and one
+/// parse for all of them).
 struct Recent {
     messages: HashMap<u64, Message>,
     order: VecDeque<u64>,
+    /// What the messages held cost ([`Message::cost`]), and the most they may.
+    bytes: usize,
     cap: usize,
 }
 
@@ -417,19 +420,31 @@ impl Recent {
     }
 
     fn put(&mut self, seq: u64, message: Message) {
+        let cost = message.cost();
         if self.messages.insert(seq, message).is_none() {
             self.order.push_back(seq);
+            self.bytes += cost;
         }
-        while self.order.len() > self.cap {
-            if let Some(old) = self.order.pop_front() {
-                self.messages.remove(&old);
+        while self.bytes > self.cap {
+            let Some(old) = self.order.pop_front() else {
+                break;
+            };
+            if let Some(gone) = self.messages.remove(&old) {
+                self.bytes = self.bytes.saturating_sub(gone.cost());
             }
         }
     }
+
+    fn clear(&mut self) {
+        self.messages.clear();
+        self.order.clear();
+        self.bytes = 0;
+    }
 }
 
-/// Versions kept in [`Recent`].
-const RECENT: usize = 4096;
+/// What the messages in [`Recent`] may cost in all (they count against the memory budget
+/// like any queued message): about 10,000 indicators.
+const RECENT_BYTES: usize = 16 << 20;
 
 /// How long the worker sleeps when no behind subscriber has room.
 const WAIT: Duration = Duration::from_millis(2);
@@ -445,7 +460,8 @@ pub(crate) fn run_worker(
     let mut recent = Recent {
         messages: HashMap::new(),
         order: VecDeque::new(),
-        cap: RECENT,
+        bytes: 0,
+        cap: RECENT_BYTES,
     };
     // (subscriber, entry) first found missing, and when.
     let mut missing: HashMap<SubscriberId, (u64, Instant)> = HashMap::new();
@@ -456,8 +472,7 @@ pub(crate) fn run_worker(
         };
         let (id, from, to, keys) = match next {
             Work::Idle => {
-                recent.messages.clear();
-                recent.order.clear();
+                recent.clear();
                 missing.clear();
                 match wake.recv_timeout(Duration::from_secs(1)) {
                     Ok(()) | Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
@@ -510,7 +525,7 @@ pub(crate) fn run_worker(
                 None => fetched
                     .next()
                     .flatten()
-                    .and_then(|json| decode(&key, &json)),
+                    .and_then(|json| decode(&key, json)),
             };
             match message {
                 Some(message) => {
@@ -570,8 +585,8 @@ fn fetch(
 }
 
 /// The stored JSON as a message; `None` (logged) if it no longer reads as one.
-fn decode(key: &CatchUpKey, json: &[u8]) -> Option<Message> {
-    match Message::from_stix_json(json) {
+fn decode(key: &CatchUpKey, json: Bytes) -> Option<Message> {
+    match Message::from_stored_json(json) {
         Ok(message) => Some(message),
         Err(err) => {
             tracing::warn!(id = %key.id(), error = %err, "catch-up: a stored version no longer reads as bus input; skipped");

@@ -79,6 +79,17 @@ impl StixObject {
         Self::from_fields(fields)
     }
 
+    /// Like [`StixObject::from_slice`], for an object this bus validated before (read back
+    /// from its store): the indicator's pattern is not checked again.
+    pub fn from_stored_slice(json: &[u8]) -> Result<Self, StixError> {
+        let fields: Fields =
+            serde_json::from_slice(json).map_err(|e| StixError::Json(e.to_string()))?;
+        match fields.peek("type").and_then(Value::as_str) {
+            Some("indicator") => Indicator::read(fields, false).map(Self::Indicator),
+            _ => Self::from_fields(fields),
+        }
+    }
+
     fn from_fields(fields: Fields) -> Result<Self, StixError> {
         match fields.peek("type").and_then(Value::as_str) {
             Some("indicator") => Indicator::from_fields(fields).map(Self::Indicator),
@@ -153,14 +164,21 @@ impl Indicator {
         Self::from_fields(Fields::from_map(map))
     }
 
-    fn from_fields(mut map: Fields) -> Result<Self, StixError> {
+    fn from_fields(map: Fields) -> Result<Self, StixError> {
+        Self::read(map, true)
+    }
+
+    /// Reads the properties; checks the pattern only if `check_pattern`.
+    fn read(mut map: Fields, check_pattern: bool) -> Result<Self, StixError> {
         let common = Common::take(&mut map, "indicator")?;
         let pattern = require_string(&mut map, "pattern")?;
         let pattern_type = require_string(&mut map, "pattern_type")?;
-        pattern::check(&pattern, &pattern_type).map_err(|reason| StixError::Pattern {
-            pattern: pattern.clone(),
-            reason,
-        })?;
+        if check_pattern {
+            pattern::check(&pattern, &pattern_type).map_err(|reason| StixError::Pattern {
+                pattern: pattern.clone(),
+                reason,
+            })?;
+        }
         let valid_from = take_timestamp(&mut map, "valid_from")?;
         Ok(Self {
             id: common.id,

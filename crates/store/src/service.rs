@@ -423,7 +423,7 @@ async fn answer(bus: BusHandle, location: Location, request: SnapshotRequest, me
         };
         let mut outcome = Answered::Complete;
         reader.snapshot(kind, since, now, &mut |json| {
-            let body = match Message::from_stix_json(json) {
+            let body = match Message::from_stored_json(bytes::Bytes::copy_from_slice(json)) {
                 Ok(body) => body,
                 Err(err) => {
                     tracing::warn!(error = %err, "store: a stored object no longer reads as bus input; skipped");
