@@ -27,6 +27,9 @@ pub const APPLICATION_ID: i64 = 0x5442_7374;
 /// bus runs) before it fails.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The page cache of the writer connection, in KiB.
+const WRITER_CACHE_KIB: i64 = 8192;
+
 /// The embedded store.
 pub struct SqliteStore {
     connection: Connection,
@@ -221,6 +224,9 @@ impl SqliteStore {
         // at most the last transactions on power loss, never consistency.
         c.pragma_update(None, "journal_mode", "WAL")?;
         c.pragma_update(None, "synchronous", "NORMAL")?;
+        // The writer's page cache (KiB): the id indexes take random inserts, which touch pages
+        // all over them; 2 MiB (SQLite's default) held too few of them in a bulk load.
+        c.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)?;
         self.migrate(version)?;
         // Per kind, each an index lookup.
         self.last_added = self.connection.query_row(
@@ -306,15 +312,16 @@ impl SqliteStore {
                 "INSERT INTO versions (id, modified, kind, json, added) VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT (id, modified) DO NOTHING",
             )?;
-            let mut current_modified =
-                tx.prepare_cached("SELECT modified FROM current WHERE id = ?1")?;
+            // Becomes current unless a newer version is (one statement: no row changed means
+            // the version is history).
             let mut upsert_current = tx.prepare_cached(
                 "INSERT INTO current (id, kind, created, modified, withdrawn, valid_until, position)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
                  ON CONFLICT (id) DO UPDATE SET
                      kind = excluded.kind, created = excluded.created,
                      modified = excluded.modified, withdrawn = excluded.withdrawn,
-                     valid_until = excluded.valid_until, position = excluded.position",
+                     valid_until = excluded.valid_until, position = excluded.position
+                 WHERE excluded.modified > current.modified",
             )?;
             for record in records {
                 let added = next_added(self.last_added);
@@ -331,14 +338,7 @@ impl SqliteStore {
                 }
                 self.last_added = added;
                 let position = tx.last_insert_rowid();
-                let current: Option<i64> = current_modified
-                    .query_row([&record.id], |row| row.get(0))
-                    .optional()?;
-                if current.is_some_and(|modified| modified > record.modified) {
-                    counts.history += 1;
-                    continue;
-                }
-                upsert_current.execute(params![
+                let changed = upsert_current.execute(params![
                     record.id,
                     record.kind.code(),
                     record.created,
@@ -347,7 +347,11 @@ impl SqliteStore {
                     record.valid_until,
                     position
                 ])?;
-                counts.current += 1;
+                if changed == 0 {
+                    counts.history += 1;
+                } else {
+                    counts.current += 1;
+                }
             }
         }
         tx.commit()?;
