@@ -16,6 +16,7 @@ import brokerpeer
 import tbclient
 from conftest import default_config, free_ports, serves_metrics
 from tbclient import make_indicator
+from test_store import pg_database  # noqa: F401
 
 pytestmark = pytest.mark.skipif(not serves_metrics(), reason="catch-up is not in the Python original")
 
@@ -348,3 +349,25 @@ def test_a_snapshot_and_catch_up_together_lose_nothing(bus_factory, tmp_path):
     # every ZeroMQ subscription is offered: requests are not replayed.)
     assert not [l for l in bus.log().splitlines() if "queue full" in l and slow.p2p in l]
     slow.close()
+
+
+def test_catch_up_from_a_shared_postgresql_store(bus_factory, tmp_path, pg_database):
+    """The same with the PostgreSQL store: versions are found by id and `modified`."""
+    bus = catch_up_bus(bus_factory, tmp_path, store={"url": pg_database})
+    slow = SlowReader(bus)
+    pub = fast_publisher(bus)
+    wait_connected(bus, pub, slow)
+    n = 30_000
+    publish(pub, n)
+    deadline = time.monotonic() + 30
+    while bus.metrics().value("threatbus_subscribers_behind", app="zmq") < 1:
+        assert time.monotonic() < deadline, bus.log_tail()
+        time.sleep(0.1)
+    got = [o["x_seq"] for o in slow.read(n, timeout=30)]
+    assert got == list(range(n)), f"{len(got)} of {n}, in order: {got == sorted(got)}"
+    samples = bus.metrics()
+    assert samples.value("threatbus_replayed_messages_total", app="zmq") > 0
+    assert samples.value("threatbus_dropped_messages_total", plugin="zmq", reason="queue_full") == 0
+    slow.close()
+    bus.stop()
+    assert bus.proc.returncode == 0, bus.log_tail()
