@@ -392,8 +392,9 @@ pub(crate) struct Replay {
     /// Where the place is once `messages` are queued (the first key not stored yet, or the
     /// `to` of the work).
     pub(crate) next: u64,
-    /// Keys given up since the store did not have them after [`MISSING_LIMIT`].
-    pub(crate) not_stored: u64,
+    /// Keys given up: the store did not have them after [`MISSING_LIMIT`], or what it had no
+    /// longer reads as a message.
+    pub(crate) not_stored: Vec<u64>,
 }
 
 /// What the worker asks the router, and how (the router's mailbox from a plain thread).
@@ -490,7 +491,7 @@ pub(crate) fn run_worker(
             from,
             messages: Vec::with_capacity(keys.len()),
             next: to,
-            not_stored: 0,
+            not_stored: Vec::new(),
         };
         let cached: Vec<Option<Message>> = keys.iter().map(|(seq, _)| recent.get(*seq)).collect();
         let wanted: Vec<CatchUpKey> = keys
@@ -520,18 +521,17 @@ pub(crate) fn run_worker(
             }
         };
         for ((seq, key), cached) in keys.into_iter().zip(cached) {
-            let message = match cached {
-                Some(message) => Some(message),
-                None => fetched
-                    .next()
-                    .flatten()
-                    .and_then(|json| decode(&key, json)),
+            let found = match cached {
+                Some(message) => Some(Some(message)),
+                // A stored version that no longer reads is skipped at once (logged).
+                None => fetched.next().flatten().map(|json| decode(&key, json)),
             };
-            match message {
-                Some(message) => {
+            match found {
+                Some(Some(message)) => {
                     recent.put(seq, message.clone());
                     replay.messages.push((seq, message));
                 }
+                Some(None) => replay.not_stored.push(seq),
                 None => {
                     let first_seen = match missing.get(&id) {
                         Some((at, since)) if *at == seq => *since,
@@ -543,7 +543,7 @@ pub(crate) fn run_worker(
                     if first_seen.elapsed() >= MISSING_LIMIT {
                         tracing::warn!(subscriber = %id, id = %key.id(), modified = key.modified(), "catch-up: the store does not hold this version; dropped for the subscriber");
                         missing.remove(&id);
-                        replay.not_stored += 1;
+                        replay.not_stored.push(seq);
                         continue;
                     }
                     replay.next = seq;

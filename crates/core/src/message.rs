@@ -445,7 +445,10 @@ mod tests {
         }))
         .unwrap();
         let stored = Message::from_stored_json(routed.json().clone()).unwrap();
-        assert!(stored.json().as_ptr() == routed.json().as_ptr(), "the bytes are kept");
+        assert!(
+            stored.json().as_ptr() == routed.json().as_ptr(),
+            "the bytes are kept"
+        );
         assert_eq!(stored, routed);
         // Validated once, on the way in: not again.
         let odd = Bytes::from_static(br#"{"type":"indicator","spec_version":"2.1","id":"indicator--df0f9a0e-c3b6-4f53-b0cf-5e9c454ee0cc","created":"2020-06-23T12:34:56.000Z","modified":"2020-06-23T12:34:56.000Z","pattern":"not a pattern","pattern_type":"stix"}"#);

@@ -976,12 +976,18 @@ impl Router {
                 }
             }
         }
-        if cursor == replay.next && replay.not_stored > 0 {
-            subscriber.meters.dropped_not_stored.add(replay.not_stored);
+        // Given up for good only where the place moves past them.
+        let skipped = replay
+            .not_stored
+            .iter()
+            .filter(|seq| **seq < cursor)
+            .count() as u64;
+        if skipped > 0 {
+            subscriber.meters.dropped_not_stored.add(skipped);
             subscriber
                 .queue
                 .dropped
-                .fetch_add(replay.not_stored, std::sync::atomic::Ordering::Relaxed);
+                .fetch_add(skipped, std::sync::atomic::Ordering::Relaxed);
         }
         behind.advance(cursor);
         if behind.cursor >= catch_up.journal.end() {

@@ -392,3 +392,33 @@ async fn with_a_zero_timeout_catch_up_is_off() {
     drop(stalled);
     r.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_version_that_no_longer_reads_is_skipped_and_counted() {
+    let r = start(BusConfig {
+        queue_capacity: 4,
+        ..BusConfig::default()
+    })
+    .await;
+    let mut slow = subscriber(&r.bus, &["stix2/indicator"]).await;
+    for n in 0..20 {
+        r.publish(indicator(n)).await;
+    }
+    // The store's copy of #10 is damaged.
+    let damaged = CatchUpKey::of(&indicator(10)).unwrap();
+    r.memory.versions.lock().unwrap().insert(
+        (damaged.id(), damaged.modified()),
+        Bytes::from_static(b"{\"type\":\"indicator\"}"),
+    );
+    let mut got = Vec::new();
+    while got.len() < 19 {
+        got.push(seq(&recv(&mut slow).await));
+    }
+    let expected: Vec<u64> = (0..20).filter(|n| *n != 10).collect();
+    assert_eq!(got, expected);
+    eventually("counted", || {
+        Totals::read(r.bus.metrics()).dropped_catch_up == 1
+    })
+    .await;
+    r.stop().await;
+}
