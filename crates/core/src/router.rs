@@ -739,17 +739,22 @@ impl Router {
             if !catch_up.journal.is_full() {
                 return Some(catch_up.journal.append(key));
             }
-            let furthest = catch_up
-                .behind
-                .iter()
-                .filter_map(|id| match self.subscribers.get(id).map(|s| &s.lag) {
-                    Some(Lag::Behind(behind)) => Some((behind.cursor, *id)),
-                    _ => None,
-                })
-                .min();
-            let (_, id) = furthest?;
+            let (_, id) = self.furthest_behind()?;
             self.give_up(id, "catch_up_limit");
         }
+    }
+
+    /// The place and id of the subscriber furthest behind, if any is.
+    fn furthest_behind(&self) -> Option<(u64, SubscriberId)> {
+        let catch_up = self.catch_up.as_ref()?;
+        catch_up
+            .behind
+            .iter()
+            .filter_map(|id| match self.subscribers.get(id).map(|s| &s.lag) {
+                Some(Lag::Behind(behind)) => Some((behind.cursor, *id)),
+                _ => None,
+            })
+            .min()
     }
 
     /// `id` could not take the Indicator or Sighting numbered `seq`: it gets it, and what
@@ -800,19 +805,11 @@ impl Router {
 
     /// Forgets the journal entries below every behind subscriber's place.
     fn trim_journal(&mut self) {
-        let Some(catch_up) = self.catch_up.as_mut() else {
-            return;
-        };
-        let lowest = catch_up
-            .behind
-            .iter()
-            .filter_map(|id| match self.subscribers.get(id).map(|s| &s.lag) {
-                Some(Lag::Behind(behind)) => Some(behind.cursor),
-                _ => None,
-            })
-            .min()
-            .unwrap_or_else(|| catch_up.journal.end());
-        catch_up.journal.trim(lowest);
+        let lowest = self.furthest_behind().map(|(cursor, _)| cursor);
+        if let Some(catch_up) = self.catch_up.as_mut() {
+            let end = catch_up.journal.end();
+            catch_up.journal.trim(lowest.unwrap_or(end));
+        }
     }
 
     /// Gives up feeding `id` from the store: what it has not received is dropped for it,

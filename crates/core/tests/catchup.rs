@@ -3,20 +3,19 @@
 //! is a map the test fills (the store's own engines are tested in threatbus-store and, with the
 //! real binary, in the black-box tests).
 
+mod common;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::{indicator, recv, subscriber};
 use serde_json::{Value, json};
 use threatbus_core::{
-    App, Backbone, BackboneIo, BoxFuture, Bus, BusConfig, BusHandle, Carrier, CatchUpKey,
-    CatchUpReader, CatchUpSource, Message, PluginError, Shutdown, SubscriberOptions,
-    SubscriberReceiver, Totals,
+    BusConfig, BusHandle, CatchUpKey, CatchUpReader, CatchUpSource, Message, Totals,
 };
-use tokio::sync::oneshot;
-use tokio_util::sync::CancellationToken;
 
 /// What the store would hold: JSON by (id, modified), plus whether it is held.
 #[derive(Default)]
@@ -62,73 +61,19 @@ impl CatchUpReader for Reader {
     }
 }
 
-struct Identity;
-
-impl Backbone for Identity {
-    fn name(&self) -> &'static str {
-        "identity"
-    }
-    fn run(self: Box<Self>, mut io: BackboneIo) -> BoxFuture<Result<(), PluginError>> {
-        Box::pin(async move {
-            loop {
-                tokio::select! {
-                    message = io.outbound.recv() => match message {
-                        Some(m) => { let _ = io.inbound.deliver(m).await; }
-                        None => return Ok(()),
-                    },
-                    _ = io.stop.cancelled() => return Ok(()),
-                }
-            }
-        })
-    }
-}
-
-struct Probe(oneshot::Sender<BusHandle>);
-
-impl App for Probe {
-    fn name(&self) -> &'static str {
-        "probe"
-    }
-    fn run(
-        self: Box<Self>,
-        bus: BusHandle,
-        shutdown: Shutdown,
-    ) -> BoxFuture<Result<(), PluginError>> {
-        Box::pin(async move {
-            let _ = self.0.send(bus);
-            shutdown.stop.cancelled().await;
-            Ok(())
-        })
-    }
-}
-
 struct Running {
     bus: BusHandle,
     memory: Arc<Memory>,
-    shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<Result<(), threatbus_core::BusError>>,
+    inner: common::Running,
 }
 
 async fn start(config: BusConfig) -> Running {
-    let config = BusConfig {
-        shutdown_timeout: Duration::from_secs(1),
-        ..config
-    };
-    let (tx, rx) = oneshot::channel();
-    let mut bus = Bus::new(
-        config,
-        Carrier::Backbone(Box::new(Identity)),
-        vec![Box::new(Probe(tx))],
-    );
     let memory = Arc::new(Memory::default());
-    bus.set_catch_up(Arc::new(Source(memory.clone())));
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn(bus.run(shutdown.clone()));
+    let inner = common::start(config, Some(Arc::new(Source(memory.clone())))).await;
     Running {
-        bus: rx.await.expect("probe app started"),
+        bus: inner.bus.clone(),
         memory,
-        shutdown,
-        task,
+        inner,
     }
 }
 
@@ -141,23 +86,8 @@ impl Running {
     }
 
     async fn stop(self) {
-        self.shutdown.cancel();
-        self.task.await.unwrap().unwrap();
+        self.inner.stop().await;
     }
-}
-
-fn indicator(n: u32) -> Message {
-    let id = format!("indicator--00000000-0000-4000-8000-{n:012}");
-    Message::from_json(
-        json!({
-            "type": "indicator", "spec_version": "2.1", "id": id,
-            "created": "2020-06-23T12:34:56.000Z", "modified": "2020-06-23T12:34:56.000Z",
-            "pattern": "[ipv4-addr:value = '6.6.6.6']", "pattern_type": "stix", "x_seq": n
-        })
-        .to_string()
-        .as_bytes(),
-    )
-    .unwrap()
 }
 
 fn sighting(n: u32) -> Message {
@@ -177,24 +107,6 @@ fn sighting(n: u32) -> Message {
 fn seq(message: &Message) -> u64 {
     let value: Value = serde_json::from_slice(message.json()).unwrap();
     value["x_seq"].as_u64().unwrap()
-}
-
-async fn subscriber(bus: &BusHandle, topics: &[&str]) -> SubscriberReceiver {
-    let rx = bus
-        .add_subscriber(SubscriberOptions::default())
-        .await
-        .unwrap();
-    bus.subscribe(rx.id, topics.iter().map(|t| t.to_string()).collect(), None)
-        .await
-        .unwrap();
-    rx
-}
-
-async fn recv(rx: &mut SubscriberReceiver) -> Message {
-    tokio::time::timeout(Duration::from_secs(10), rx.recv())
-        .await
-        .expect("a message within 10 s")
-        .expect("queue open")
 }
 
 /// Waits until `check` holds (the worker runs on a thread of its own).

@@ -1,97 +1,20 @@
 //! The core's routing, snapshot and queue behaviour, driven through the public API with an
 //! identity backbone (what the in-memory backbone does).
 
+mod common;
+
 use std::time::Duration;
+
+use common::{Running, indicator, recv, subscriber};
 
 use jiff::SignedDuration;
 use serde_json::{Value, json};
 use threatbus_core::{
-    App, Backbone, BackboneIo, Body, BoxFuture, Bus, BusConfig, BusHandle, Carrier, Message,
-    PluginError, Shutdown, SubscriberOptions, SubscriberReceiver, Totals, WhenFull,
+    Body, BusConfig, BusHandle, Message, SubscriberOptions, SubscriberReceiver, Totals, WhenFull,
 };
-use tokio::sync::oneshot;
-use tokio_util::sync::CancellationToken;
-
-struct Identity;
-
-impl Backbone for Identity {
-    fn name(&self) -> &'static str {
-        "identity"
-    }
-    fn run(self: Box<Self>, mut io: BackboneIo) -> BoxFuture<Result<(), PluginError>> {
-        Box::pin(async move {
-            loop {
-                tokio::select! {
-                    message = io.outbound.recv() => match message {
-                        Some(m) => { let _ = io.inbound.deliver(m).await; }
-                        None => return Ok(()),
-                    },
-                    _ = io.stop.cancelled() => return Ok(()),
-                }
-            }
-        })
-    }
-}
-
-/// An app that hands its bus handle to the test and idles until shutdown.
-struct Probe(oneshot::Sender<BusHandle>);
-
-impl App for Probe {
-    fn name(&self) -> &'static str {
-        "probe"
-    }
-    fn run(
-        self: Box<Self>,
-        bus: BusHandle,
-        shutdown: Shutdown,
-    ) -> BoxFuture<Result<(), PluginError>> {
-        Box::pin(async move {
-            let _ = self.0.send(bus);
-            shutdown.stop.cancelled().await;
-            Ok(())
-        })
-    }
-}
-
-struct Running {
-    bus: BusHandle,
-    shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<Result<(), threatbus_core::BusError>>,
-}
 
 async fn start(config: BusConfig) -> Running {
-    // Tests leave messages unread in queues; do not wait long for them to drain.
-    let config = BusConfig {
-        shutdown_timeout: Duration::from_secs(1),
-        ..config
-    };
-    let (tx, rx) = oneshot::channel();
-    let bus = Bus::new(
-        config,
-        Carrier::Backbone(Box::new(Identity)),
-        vec![Box::new(Probe(tx))],
-    );
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn(bus.run(shutdown.clone()));
-    Running {
-        bus: rx.await.expect("probe app started"),
-        shutdown,
-        task,
-    }
-}
-
-fn indicator(n: u32) -> Message {
-    let id = format!("indicator--00000000-0000-4000-8000-{n:012}");
-    Message::from_json(
-        json!({
-            "type": "indicator", "spec_version": "2.1", "id": id,
-            "created": "2020-06-23T12:34:56.000Z", "modified": "2020-06-23T12:34:56.000Z",
-            "pattern": "[ipv4-addr:value = '6.6.6.6']", "pattern_type": "stix", "x_seq": n
-        })
-        .to_string()
-        .as_bytes(),
-    )
-    .unwrap()
+    common::start(config, None).await
 }
 
 fn sighting() -> Message {
@@ -106,24 +29,6 @@ fn sighting() -> Message {
         .as_bytes(),
     )
     .unwrap()
-}
-
-async fn subscriber(bus: &BusHandle, topics: &[&str]) -> SubscriberReceiver {
-    let rx = bus
-        .add_subscriber(SubscriberOptions::default())
-        .await
-        .unwrap();
-    bus.subscribe(rx.id, topics.iter().map(|t| t.to_string()).collect(), None)
-        .await
-        .unwrap();
-    rx
-}
-
-async fn recv(rx: &mut SubscriberReceiver) -> Message {
-    tokio::time::timeout(Duration::from_secs(5), rx.recv())
-        .await
-        .expect("a message within 5 s")
-        .expect("queue open")
 }
 
 /// Nothing more arrives after everything published before `marker` was routed.
