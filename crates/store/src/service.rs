@@ -556,3 +556,55 @@ fn wait_for_room(bus: &BusHandle, snapshot_id: &str) -> Result<RequesterRoom, An
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use threatbus_core::Registry;
+
+    fn old_indicator() -> Record {
+        let json = br#"{"type":"indicator","spec_version":"2.1","id":"indicator--00000000-0000-4000-8000-000000000001","created":"2001-01-01T00:00:00.000Z","modified":"2001-01-01T00:00:00.000Z","pattern":"[ipv4-addr:value = '10.0.0.1']","pattern_type":"stix","valid_from":"2001-01-01T00:00:00Z"}"#;
+        Record::from_message(&Message::from_stix_json(json).unwrap()).unwrap()
+    }
+
+    /// Runs the writer over one record older than the retention, with pruning `held` or not;
+    /// how many versions are left.
+    fn versions_left(held: bool) -> u64 {
+        let dir = std::env::temp_dir().join(format!(
+            "threatbus-store-held-{held}-{}-{}",
+            std::process::id(),
+            now_nanos()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let location = Location::File(dir.join("store"));
+        let mut store = location.open_writer().unwrap();
+        store.write(&[old_indicator()]).unwrap();
+        let (jobs, queue) = std_mpsc::sync_channel(WRITER_QUEUE);
+        drop(jobs);
+        let meters = StoreMeters::new(&Registry::default());
+        let held = AtomicBool::new(held);
+        // The first thing the writer does is prune; then it sees the queue closed and stops.
+        write_loop(
+            store,
+            location.clone(),
+            queue,
+            meters,
+            Duration::from_secs(86_400),
+            &held,
+        );
+        let versions = location
+            .open_reader()
+            .unwrap()
+            .stats(now_nanos())
+            .unwrap()
+            .versions;
+        let _ = std::fs::remove_dir_all(&dir);
+        versions
+    }
+
+    #[test]
+    fn nothing_is_pruned_while_a_subscriber_catches_up() {
+        assert_eq!(versions_left(true), 1);
+        assert_eq!(versions_left(false), 0);
+    }
+}
