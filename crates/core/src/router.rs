@@ -179,7 +179,15 @@ struct CatchUp {
     turn: usize,
     /// Wakes the worker when someone falls behind.
     wake: std::sync::mpsc::SyncSender<()>,
+    /// "Fell behind" and "caught up" lines: a subscriber that reads at about the rate of the
+    /// traffic may do both many times a second.
+    log: LogThrottle,
+    /// When subscribers behind were last checked against the timeout.
+    checked: Option<Instant>,
 }
+
+/// How often subscribers behind are checked against `bus.catch_up_timeout`.
+const TIMEOUT_CHECK: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Why a message could not be queued for a subscriber.
 enum Placed {
@@ -236,6 +244,8 @@ impl Router {
             behind: Vec::new(),
             turn: 0,
             wake,
+            log: LogThrottle::new(32, std::time::Duration::from_secs(5)),
+            checked: None,
         });
         self
     }
@@ -767,14 +777,17 @@ impl Router {
         let Some(subscriber) = self.subscribers.get_mut(&id) else {
             return;
         };
-        tracing::info!(
-            subscriber = %id,
-            label = %subscriber.queue.options.label,
-            app = subscriber.app,
-            queued = subscriber.queue.depth(),
-            memory_used = self.budget.used(),
-            "subscriber fell behind: it gets what it misses from the store once its queue drains"
-        );
+        if let Some(suppressed) = catch_up.log.allow() {
+            tracing::info!(
+                subscriber = %id,
+                label = %subscriber.queue.options.label,
+                app = subscriber.app,
+                queued = subscriber.queue.depth(),
+                memory_used = self.budget.used(),
+                suppressed,
+                "subscriber fell behind: it gets what it misses from the store once its queue drains"
+            );
+        }
         subscriber.lag = Lag::Behind(Box::new(Behind::new(seq, mask)));
         subscriber.meters.behind.inc();
         catch_up.behind.push(id);
@@ -858,21 +871,31 @@ impl Router {
         if catch_up.behind.is_empty() {
             return Work::Idle;
         }
-        // Those behind for too long are given up first.
+        // Those behind for too long are given up first (checked every TIMEOUT_CHECK).
         let timeout = catch_up.timeout;
-        let expired: Vec<SubscriberId> = catch_up
-            .behind
-            .iter()
-            .filter(|id| match self.subscribers.get(id).map(|s| &s.lag) {
-                Some(Lag::Behind(behind)) => {
-                    catch_up.journal.routed_at(behind.cursor).is_some_and(|at| {
-                        at.elapsed() > timeout && behind.cursor < catch_up.journal.end()
-                    })
-                }
-                _ => false,
-            })
-            .copied()
-            .collect();
+        let due = catch_up
+            .checked
+            .is_none_or(|at| at.elapsed() >= TIMEOUT_CHECK);
+        let expired: Vec<SubscriberId> = if due {
+            catch_up
+                .behind
+                .iter()
+                .filter(|id| match self.subscribers.get(id).map(|s| &s.lag) {
+                    Some(Lag::Behind(behind)) => {
+                        catch_up.journal.routed_at(behind.cursor).is_some_and(|at| {
+                            at.elapsed() > timeout && behind.cursor < catch_up.journal.end()
+                        })
+                    }
+                    _ => false,
+                })
+                .copied()
+                .collect()
+        } else {
+            Vec::new()
+        };
+        if due && let Some(catch_up) = self.catch_up.as_mut() {
+            catch_up.checked = Some(Instant::now());
+        }
         for id in expired {
             self.give_up(id, "catch_up_timeout");
         }
@@ -1002,15 +1025,18 @@ impl Router {
         let Lag::Behind(behind) = std::mem::replace(&mut subscriber.lag, Lag::Live) else {
             return;
         };
-        tracing::info!(
-            subscriber = %id,
-            label = %subscriber.queue.options.label,
-            app = subscriber.app,
-            replayed = behind.replayed,
-            furthest_behind = behind.furthest,
-            ms = behind.since.elapsed().as_millis() as u64,
-            "subscriber caught up from the store: live again"
-        );
+        if let Some(suppressed) = self.catch_up.as_mut().and_then(|c| c.log.allow()) {
+            tracing::info!(
+                subscriber = %id,
+                label = %subscriber.queue.options.label,
+                app = subscriber.app,
+                replayed = behind.replayed,
+                furthest_behind = behind.furthest,
+                ms = behind.since.elapsed().as_millis() as u64,
+                suppressed,
+                "subscriber caught up from the store: live again"
+            );
+        }
         self.leave_behind(id);
     }
 
