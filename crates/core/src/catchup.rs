@@ -142,9 +142,12 @@ fn compact(kind: MessageType, id: &StixId) -> KeyId {
                 .ok()
                 .map(|parsed| (uuid, parsed))
         });
+    let mut buffer = [0u8; uuid::fmt::Hyphenated::LENGTH];
     match uuid {
         // Only if writing it back gives the same text (upper-case hex would not).
-        Some((written, parsed)) if parsed.hyphenated().to_string() == written => {
+        Some((written, parsed))
+            if parsed.hyphenated().encode_lower(&mut buffer).as_bytes() == written.as_bytes() =>
+        {
             KeyId::Uuid(parsed.into_bytes())
         }
         _ => KeyId::Text(id.clone()),

@@ -619,13 +619,12 @@ impl Router {
             },
             Body::Indicator(_) | Body::Sighting(_) => {}
         }
-        let key = self.catch_up.as_ref().and_then(|_| CatchUpKey::of(message));
-        match key {
-            Some(key) => self.route_with_catch_up(&targets, message, key).await,
-            None => {
-                for id in &targets {
-                    self.offer(*id, message).await;
-                }
+        let stix = matches!(message.body(), Body::Indicator(_) | Body::Sighting(_));
+        if stix && self.catch_up.is_some() {
+            self.route_with_catch_up(&targets, message).await;
+        } else {
+            for id in &targets {
+                self.offer(*id, message).await;
             }
         }
         if let Some((requester, body)) = requester_delivery
@@ -681,18 +680,13 @@ impl Router {
     /// behind gets it later from the store (through the journal), a live `drop_newest`
     /// subscriber that cannot take it now falls behind at it; the others are offered it as
     /// without catch-up.
-    async fn route_with_catch_up(
-        &mut self,
-        targets: &[SubscriberId],
-        message: &Message,
-        key: CatchUpKey,
-    ) {
-        let mut key = Some(key);
+    async fn route_with_catch_up(&mut self, targets: &[SubscriberId], message: &Message) {
+        // The key is made only when the journal needs it: nobody behind, nothing to note.
+        let mut noted = false;
         let mut seq = None;
-        if self.catch_up.as_ref().is_some_and(|c| !c.behind.is_empty())
-            && let Some(key) = key.take()
-        {
-            seq = self.journal_append(key);
+        if self.catch_up.as_ref().is_some_and(|c| !c.behind.is_empty()) {
+            noted = true;
+            seq = CatchUpKey::of(message).and_then(|key| self.journal_append(key));
         }
         for id in targets {
             let Some(subscriber) = self.subscribers.get_mut(id) else {
@@ -721,10 +715,9 @@ impl Router {
                 Placed::Queued => {}
                 Placed::Gone => self.gone(*id),
                 Placed::Full | Placed::Budget => {
-                    if seq.is_none()
-                        && let Some(key) = key.take()
-                    {
-                        seq = self.journal_append(key);
+                    if !noted {
+                        noted = true;
+                        seq = CatchUpKey::of(message).and_then(|key| self.journal_append(key));
                     }
                     match seq {
                         Some(seq) => self.fall_behind(*id, seq),
