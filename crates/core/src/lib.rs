@@ -32,6 +32,9 @@ pub mod message;
 
 pub mod queue;
 
+// What a subscriber that fell behind is fed from, and the journal of what it missed.
+pub mod catchup;
+
 // The router's mailbox, where published messages enter, and the handle apps hold.
 mod command;
 
@@ -40,8 +43,6 @@ mod intake;
 pub mod handle;
 
 // Who receives what.
-pub mod catchup;
-
 pub mod router;
 
 // What plugins implement, and the bus's lifecycle.
