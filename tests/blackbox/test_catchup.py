@@ -16,6 +16,7 @@ import brokerpeer
 import tbclient
 from conftest import default_config, free_ports, serves_metrics
 from tbclient import make_indicator
+from test_rabbitmq import backbone, vhost  # noqa: F401
 from test_store import pg_database  # noqa: F401
 
 pytestmark = pytest.mark.skipif(not serves_metrics(), reason="catch-up is not in the Python original")
@@ -371,3 +372,33 @@ def test_catch_up_from_a_shared_postgresql_store(bus_factory, tmp_path, pg_datab
     slow.close()
     bus.stop()
     assert bus.proc.returncode == 0, bus.log_tail()
+
+
+def test_catch_up_on_an_instance_fed_by_rabbitmq_from_a_shared_store(bus_factory, tmp_path, pg_database, vhost):  # noqa: F811
+    """Two instances on one RabbitMQ exchange share a PostgreSQL store: a reader on the second
+    falls behind while the first publishes, and gets every indicator once, in order."""
+    buses = []
+    for suffix in ("one", "two"):
+        manage, pub, sub = free_ports(3)
+        config = default_config(manage, pub, sub)
+        config["plugins"]["backbones"] = {"rabbitmq": backbone(vhost, f"catch-up-{suffix}")}
+        config["plugins"]["apps"]["zmq"]["send_hwm"] = 100
+        config["bus"] = {"queue_capacity": QUEUE, "memory_budget": BUDGET}
+        config["store"] = {"url": pg_database}
+        buses.append(bus_factory(config=config, ports=(manage, pub, sub), metrics=True))
+    one, two = buses
+    slow = SlowReader(two)
+    pub = fast_publisher(one)
+    wait_connected(one, pub, slow)
+    n = 20_000
+    publish(pub, n)
+    deadline = time.monotonic() + 60
+    while two.metrics().value("threatbus_subscribers_behind", app="zmq") < 1:
+        assert time.monotonic() < deadline, two.log_tail()
+        time.sleep(0.1)
+    got = [o["x_seq"] for o in slow.read(n, timeout=30)]
+    assert got == list(range(n)), f"{len(got)} of {n}, in order: {got == sorted(got)}"
+    samples = two.metrics()
+    assert samples.value("threatbus_replayed_messages_total", app="zmq") > 0
+    assert samples.value("threatbus_dropped_messages_total", plugin="zmq", reason="queue_full") == 0
+    slow.close()
