@@ -170,29 +170,22 @@ impl SubscriberQueue {
         message: &Message,
         policy: WhenFull,
     ) -> Offer {
-        let result = match policy {
-            WhenFull::DropNewest => match self.tx.try_send(message.clone()) {
-                Ok(()) => Offer::Delivered,
-                Err(mpsc::error::TrySendError::Full(_)) => Offer::DroppedFull,
-                Err(mpsc::error::TrySendError::Closed(_)) => Offer::Gone,
-            },
+        match policy {
+            WhenFull::DropNewest => {
+                let result = self.try_queue(message);
+                if result == Offer::DroppedFull {
+                    self.count_drops(id, 1);
+                }
+                result
+            }
             WhenFull::Block => match self.tx.send(message.clone()).await {
-                Ok(()) => Offer::Delivered,
+                Ok(()) => {
+                    self.delivered.fetch_add(1, Ordering::Relaxed);
+                    Offer::Delivered
+                }
                 Err(_) => Offer::Gone,
             },
-        };
-        match result {
-            Offer::Delivered => {
-                self.delivered.fetch_add(1, Ordering::Relaxed);
-            }
-            Offer::DroppedFull => {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
-                self.unreported += 1;
-                self.report_drops(id, false);
-            }
-            Offer::Gone => {}
         }
-        result
     }
 
     /// Hands `message` over if the queue has room now, without counting a full queue as a
