@@ -124,6 +124,23 @@ def wait_metric(bus, name, value, timeout=30, **labels):
     assert bus.metrics().value(name, **labels) == value, name
 
 
+def wait_behind(bus, app="zmq", timeout=30):
+    """Waits until a subscriber of `app` has fallen behind."""
+    deadline = time.monotonic() + timeout
+    while bus.metrics().value("threatbus_subscribers_behind", app=app) < 1:
+        assert time.monotonic() < deadline, bus.log_tail()
+        time.sleep(0.1)
+
+
+def assert_caught_up(bus, reader: SlowReader, n: int):
+    """`reader` gets indicators 0..n-1 once and in order, through catch-up, with no drops."""
+    got = [o["x_seq"] for o in reader.read(n, timeout=30)]
+    assert got == list(range(n)), f"{len(got)} of {n}, in order: {got == sorted(got)}"
+    samples = bus.metrics()
+    assert samples.value("threatbus_replayed_messages_total", app="zmq") > 0
+    assert samples.value("threatbus_dropped_messages_total", plugin="zmq", reason="queue_full") == 0
+
+
 def test_a_reader_that_pauses_during_a_burst_gets_every_indicator_once_in_order(bus_factory, tmp_path):
     bus = catch_up_bus(bus_factory, tmp_path)
     slow = SlowReader(bus)
@@ -132,9 +149,7 @@ def test_a_reader_that_pauses_during_a_burst_gets_every_indicator_once_in_order(
 
     # The burst, while the reader reads nothing.
     publish(pub, N)
-    deadline = time.monotonic() + 30
-    while bus.metrics().value("threatbus_subscribers_behind", app="zmq") < 1 and time.monotonic() < deadline:
-        time.sleep(0.1)
+    wait_behind(bus)
     assert bus.metrics().value("threatbus_subscribers_behind", app="zmq") == 1, bus.log_tail()
     time.sleep(2)
     # Now it reads, with pauses.
@@ -290,10 +305,7 @@ def test_a_zeek_peer_that_pauses_during_a_burst_gets_every_indicator_once_in_ord
         obj = make_indicator(f"10.{i // 65536}.{i // 256 % 256}.{i % 256}")
         sent.append(obj["id"])
         pub.send("stix2/indicator", obj)
-    deadline = time.monotonic() + 60
-    while bus.metrics().value("threatbus_subscribers_behind", app="zeek") < 1:
-        assert time.monotonic() < deadline, bus.log_tail()
-        time.sleep(0.1)
+    wait_behind(bus, app="zeek", timeout=60)
     time.sleep(2)
     got = []
     while len(got) < N:
@@ -334,10 +346,7 @@ def test_a_snapshot_and_catch_up_together_lose_nothing(bus_factory, tmp_path):
         pub.send("stix2/indicator", make_indicator(
             f"10.{i // 65536}.{i // 256 % 256}.{i % 256}", x_seq=i,
             valid_from="1999-01-01T00:00:00.000Z", valid_until="2000-01-01T00:00:00.000Z"))
-    deadline = time.monotonic() + 30
-    while bus.metrics().value("threatbus_subscribers_behind", app="zmq") < 1:
-        assert time.monotonic() < deadline, bus.log_tail()
-        time.sleep(0.1)
+    wait_behind(bus, app="zmq", timeout=30)
     got = slow.read(m + n, timeout=30)
     snapshot = sorted(o["x_pre"] for o in got if "x_pre" in o)
     live = [o["x_seq"] for o in got if "x_seq" in o]
@@ -360,15 +369,8 @@ def test_catch_up_from_a_shared_postgresql_store(bus_factory, tmp_path, pg_datab
     wait_connected(bus, pub, slow)
     n = 30_000
     publish(pub, n)
-    deadline = time.monotonic() + 30
-    while bus.metrics().value("threatbus_subscribers_behind", app="zmq") < 1:
-        assert time.monotonic() < deadline, bus.log_tail()
-        time.sleep(0.1)
-    got = [o["x_seq"] for o in slow.read(n, timeout=30)]
-    assert got == list(range(n)), f"{len(got)} of {n}, in order: {got == sorted(got)}"
-    samples = bus.metrics()
-    assert samples.value("threatbus_replayed_messages_total", app="zmq") > 0
-    assert samples.value("threatbus_dropped_messages_total", plugin="zmq", reason="queue_full") == 0
+    wait_behind(bus, app="zmq", timeout=30)
+    assert_caught_up(bus, slow, n)
     slow.close()
     bus.stop()
     assert bus.proc.returncode == 0, bus.log_tail()
@@ -392,13 +394,6 @@ def test_catch_up_on_an_instance_fed_by_rabbitmq_from_a_shared_store(bus_factory
     wait_connected(one, pub, slow)
     n = 20_000
     publish(pub, n)
-    deadline = time.monotonic() + 60
-    while two.metrics().value("threatbus_subscribers_behind", app="zmq") < 1:
-        assert time.monotonic() < deadline, two.log_tail()
-        time.sleep(0.1)
-    got = [o["x_seq"] for o in slow.read(n, timeout=30)]
-    assert got == list(range(n)), f"{len(got)} of {n}, in order: {got == sorted(got)}"
-    samples = two.metrics()
-    assert samples.value("threatbus_replayed_messages_total", app="zmq") > 0
-    assert samples.value("threatbus_dropped_messages_total", plugin="zmq", reason="queue_full") == 0
+    wait_behind(two, app="zmq", timeout=60)
+    assert_caught_up(two, slow, n)
     slow.close()
