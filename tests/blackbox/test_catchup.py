@@ -24,9 +24,9 @@ pytestmark = pytest.mark.skipif(not serves_metrics(), reason="catch-up is not in
 N = 100_000
 #: Small bus queues and ZeroMQ buffers, so that a reader that pauses falls behind early.
 QUEUE = 1000
-#: The memory budget, and the bound for the bus's peak RSS (binary, store connections and
-#: everything queued included): well below the ~165 MiB that holding the whole burst of N
-#: indicators in memory would take.
+#: The memory budget, and the bound for what the bus's RSS may grow by during the burst (above
+#: its baseline once started, as docs/configuration.md sizes the budget): well below the
+#: ~165 MiB that holding the whole burst of N indicators in memory would take.
 BUDGET = 96 * 1024 * 1024
 
 
@@ -110,9 +110,10 @@ def publish(pub, count: int, first: int = 0) -> None:
         pub.send("stix2/indicator", make_indicator(f"10.{i // 65536}.{i // 256 % 256}.{i % 256}", x_seq=i))
 
 
-def peak_rss_mib(bus) -> float:
+def peak_rss_mib(bus, field="VmHWM") -> float:
+    """The bus's peak RSS (or, with field="VmRSS", its RSS now) in MiB."""
     status = open(f"/proc/{bus.proc.pid}/status").read()
-    return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) / 1024
+    return int(re.search(field + r":\s+(\d+) kB", status).group(1)) / 1024
 
 
 def wait_metric(bus, name, value, timeout=30, **labels):
@@ -146,6 +147,7 @@ def test_a_reader_that_pauses_during_a_burst_gets_every_indicator_once_in_order(
     slow = SlowReader(bus)
     pub = fast_publisher(bus)
     wait_connected(bus, pub, slow)
+    baseline = peak_rss_mib(bus, "VmRSS")
 
     # The burst, while the reader reads nothing.
     publish(pub, N)
@@ -167,7 +169,8 @@ def test_a_reader_that_pauses_during_a_burst_gets_every_indicator_once_in_order(
     publish(pub, 1, first=N)
     assert [o["x_seq"] for o in slow.read(N + 1, timeout=10)][-1] == N
     rss = peak_rss_mib(bus)
-    assert rss < BUDGET / 2**20, f"peak RSS {rss:.1f} MiB is over the budget"
+    print(f"RSS: {baseline:.1f} MiB before the burst, peak {rss:.1f} MiB")
+    assert rss - baseline < BUDGET / 2**20, f"RSS grew from {baseline:.1f} to {rss:.1f} MiB: more than the budget"
     log = bus.log()
     assert "subscriber fell behind" in log and "caught up from the store" in log, bus.log_tail()
     caught = re.search(r"caught up from the store.*", log).group(0)
